@@ -1,0 +1,2 @@
+//! `nestdnn` command-line tool (placeholder; subcommands are added per module).
+fn main() {}

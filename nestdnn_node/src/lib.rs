@@ -1,0 +1,24 @@
+//! NestDNN: resource-aware multi-tenant on-device CNN inference for ROS 2.
+//!
+//! The library knows nothing about ROS client libraries; the ROS adapters (pure-Rust DDS, r2r,
+//! bag replay) sit at the edges and convert messages there.
+//!
+//! # Layout
+//! - [`model`]: multi-capacity models: manifest, slicing descendants out of one ONNX file,
+//!   BatchNorm folding, tract plans, switching policies.
+//! - [`profile`]: on-device profiler (latency, build time, memory), cached on disk.
+//! - [`preprocess`]: ROS image data (raw and compressed) to model input tensors.
+//! - [`config`]: node configuration from a ROS 2 parameters file, validated.
+//! - [`scheduler`]: cost model and solvers that pick a descendant and a compute share per task.
+//! - [`runtime`]: the multi-tenant task runtime: mailboxes, workers, share arbiter, counters.
+//! - [`msgs`]: ROS 2 message types with CDR (de)serialisation.
+//! - [`bag`]: rosbag2 reading (MCAP, sqlite3) and MCAP writing.
+
+pub mod bag;
+pub mod config;
+pub mod model;
+pub mod msgs;
+pub mod preprocess;
+pub mod profile;
+pub mod runtime;
+pub mod scheduler;

@@ -1,0 +1,1 @@
+//! Multi-capacity models (placeholder; built in issue 3).
