@@ -1,0 +1,5 @@
+"""Errors the pipeline reports to the user: one clear line naming what to fix."""
+
+
+class PipelineError(RuntimeError):
+    """A failure with a message meant for the user (no traceback needed)."""
