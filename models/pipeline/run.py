@@ -48,11 +48,15 @@ class Checkpoints:
     """Stage results in <work>/<stage>.pt with a sidecar <stage>.pt.sha256 holding the file's
     sha256 and the configuration fingerprint. Reused only with --resume."""
 
-    def __init__(self, work: Path, fingerprint: str, resume: bool, log):
-        self.work, self.fp, self.resume, self.log = work, fingerprint, resume, log
+    def __init__(self, work: Path, cfg: dict, resume: bool, log):
+        self.work, self.cfg, self.resume, self.log = work, cfg, resume, log
+        self.fp = ""
         work.mkdir(parents=True, exist_ok=True)
 
-    def get(self, stage, compute):
+    def get(self, stage, compute, deps=()):
+        """deps: config keys this stage depends on (on top of every earlier stage's)."""
+        self.fp = hashlib.sha256(json.dumps([self.fp, [self.cfg.get(k) for k in deps]],
+                                            default=str).encode()).hexdigest()[:16]
         p = self.work / f"{stage}.pt"
         side = self.work / f"{stage}.pt.sha256"
         if self.resume and p.exists():
@@ -86,6 +90,10 @@ class Checkpoints:
 
 
 # ----------------------------------------------------------------------------- one app
+def _f(x):
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _r(x, n=6):
     return None if x is None else round(float(x), n)
 
@@ -115,8 +123,7 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
     if not resume and work.exists():
         shutil.rmtree(work)
     log = Logger(task, work_root / f"{task}.log")
-    fp = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    ck = Checkpoints(work, fp, resume, log)
+    ck = Checkpoints(work, cfg, resume, log)
     log(f"config {'tiny' if tiny else 'full'}: {json.dumps(cfg, default=str)}")
     ds = data_mod.load(cfg["dataset"])
     if tiny:
@@ -140,15 +147,17 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
         recalibrate_bn(net, ds, cfg["bn_images"], seed_for(task, "bn", "vanilla"))
         return dict(state=net.state_dict(), metrics=evaluate(net, ds))
     t = time.time()
-    van = ck.get("vanilla", do_vanilla)
+    van = ck.get("vanilla", do_vanilla,
+                 ("dataset", "arch", "widths", "tiny", "vanilla", "bn_images"))
     timings["vanilla"] = time.time() - t
     log(f"vanilla: val {van['metrics']['val']:.4f} test {van['metrics']['test']:.4f} cross "
-        f"{van['metrics']['cross']} ({timings['vanilla']:.0f}s)")
+        f"{_f(van['metrics']['cross'])} ({timings['vanilla']:.0f}s)")
 
     # 2. roadmap (TRR ranking + pruning + brief retraining)
     t = time.time()
     steps = ck.get("roadmap", lambda: build_roadmap(task, arch, van["state"], van["metrics"]["val"],
-                                                    ds, cfg, cfg["floor"], log, lane))
+                                                    ds, cfg, cfg["floor"], log, lane),
+                   ("steps", "frac", "triplets", "retrain", "floor"))
     timings["roadmap"] = time.time() - t
     seed_step = pick_seed(task, steps, cfg["floor"], MIN_DESCENDANTS)
     log(f"seed = roadmap step {seed_step} (val {steps[seed_step]['val']:.4f} >= floor "
@@ -166,12 +175,12 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
             d["metrics"] = evaluate(descendant_net(arch, full, d["widths"], b), ds)
             del d["state"]
         return dict(full=full, desc=desc)
-    lad = ck.get("ladder", do_grow)
+    lad = ck.get("ladder", do_grow, ("grow", "grow_last"))
     timings["grow"] = time.time() - t
     full, desc = lad["full"], lad["desc"]
     for d in desc:
         log(f"descendant step {d['step']}: {macs(arch, d['widths']) / 1e6:.2f} MMAC test "
-            f"{d['metrics']['test']:.4f} val {d['metrics']['val']:.4f} cross {d['metrics']['cross']}")
+            f"{d['metrics']['test']:.4f} val {d['metrics']['val']:.4f} cross {_f(d['metrics']['cross'])}")
     kept = monotone([d["metrics"]["test"] for d in desc])
     if len(kept) < len(desc):
         log(f"dropped {len(desc) - len(kept)} descendant(s) that were more accurate than a larger "
@@ -185,7 +194,8 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
     # 4. ablation baselines at the same sizes
     t = time.time()
     abl = ck.get("ablation", lambda: ablation(task, arch, van["state"],
-                                              [d["widths"] for d in desc[:-1]], ds, cfg, log, lane))
+                                              [d["widths"] for d in desc[:-1]], ds, cfg, log, lane),
+                 ("finetune", "scratch"))
     timings["ablation"] = time.time() - t
 
     # 5. export into a temp folder, verify, rename into place
