@@ -1,1 +1,3 @@
-//! Placeholder: being built.
+//! On-device profiler: per-descendant latency, plan build time and memory, cached on disk.
+
+pub mod alloc;

@@ -1,0 +1,1016 @@
+//! Proto-level slicing of the master ONNX graph and Conv+BatchNorm folding.
+//!
+//! [`Master`] holds the decoded master graph: the node list without initializers plus every
+//! float initializer decoded once into `f32`. [`Master::analyze`] walks the nodes in order for
+//! one descendant's channel widths, checks every rule of the format (prefix slicing, equal
+//! widths at residual `Add`s, pooled features before the classifier) and records how every
+//! initializer is cut. [`Master::materialize`] then writes the descendant as a fresh
+//! `ModelProto`: sliced weight copies, each Conv followed by a BatchNormalization folded into
+//! the Conv with the descendant's own BN statistics, `value_info` cleared.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tract_onnx::pb::{self, tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
+
+use super::ModelError;
+
+/// A float initializer decoded once.
+#[derive(Debug, Clone)]
+pub(crate) struct FloatTensor {
+    pub(crate) dims: Vec<usize>,
+    pub(crate) data: Vec<f32>,
+}
+
+/// Channel-tracking state of an activation tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// Not channel-tracked (e.g. logits, shapes); must never carry a sliced width.
+    Opaque,
+    /// Axis 1 is a channel axis: `active` of `full` channels are kept.
+    Ch {
+        active: usize,
+        full: usize,
+        pooled: bool,
+    },
+}
+
+impl Act {
+    fn is_sliced(self) -> bool {
+        matches!(self, Act::Ch { active, full, .. } if active < full)
+    }
+}
+
+/// BatchNormalization parameters for one node, for one descendant.
+#[derive(Debug, Clone)]
+pub(crate) struct BnUse {
+    node: usize,
+    scale: String,
+    bias: String,
+    /// Running-mean initializer name (key suffix in `bn_stats.safetensors`).
+    pub(crate) mean: String,
+    /// Running-var initializer name.
+    pub(crate) var: String,
+    /// Channels at this BN in this descendant.
+    pub(crate) channels: usize,
+    eps: f32,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Copy(usize),
+    Conv {
+        node: usize,
+        weight: String,
+        bias: Option<String>,
+        out: usize,
+        inp: usize,
+        /// BN folded into this Conv, and the name of the bias it gets if it had none.
+        fold: Option<(BnUse, String)>,
+    },
+    Bn(BnUse),
+    Gemm {
+        node: usize,
+        weight: String,
+        /// Keep this many input features.
+        keep: usize,
+        /// True: weight is `[classes, features]` (transB=1), cut columns; false: cut rows.
+        cut_columns: bool,
+    },
+}
+
+/// How one descendant is cut out of the master graph.
+#[derive(Debug, Clone)]
+pub(crate) struct Analysis {
+    ops: Vec<Op>,
+    /// Every BatchNormalization node with its width, in graph order.
+    pub(crate) bn: Vec<BnUse>,
+    /// Parameters of the descendant (Conv/Gemm weights and biases, BN scale and bias).
+    pub(crate) params: u64,
+}
+
+/// Where BatchNorm running statistics come from.
+pub(crate) enum BnSource<'a> {
+    /// The (sliced) running statistics stored in the graph itself.
+    Graph,
+    /// Per-descendant statistics: `stats["<prefix><initializer name>"]`, already shape-checked.
+    Stats {
+        stats: &'a HashMap<String, Vec<f32>>,
+        prefix: &'a str,
+    },
+}
+
+/// A materialized descendant.
+pub(crate) struct Sliced {
+    pub(crate) proto: ModelProto,
+    /// Bytes of all initializers in `proto`.
+    pub(crate) weight_bytes: u64,
+}
+
+/// The decoded master graph.
+#[derive(Debug)]
+pub(crate) struct Master {
+    /// The model proto with an empty initializer list and no value_info.
+    skeleton: ModelProto,
+    nodes: Vec<NodeProto>,
+    floats: HashMap<String, FloatTensor>,
+    others: HashMap<String, TensorProto>,
+    /// Names of the graph's real inputs (not initializers).
+    pub(crate) inputs: Vec<String>,
+    /// Names of the graph's outputs.
+    pub(crate) outputs: Vec<String>,
+    /// Input dims declared in the graph (`None` for symbolic dims), per real input.
+    pub(crate) input_dims: Vec<Vec<Option<i64>>>,
+    /// Opset of the default domain.
+    pub(crate) opset: i64,
+}
+
+fn gerr(what: impl Into<String>) -> ModelError {
+    ModelError::Graph { what: what.into() }
+}
+
+fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn attr_i(node: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(node, name).map(|a| a.i).unwrap_or(default)
+}
+
+fn attr_f(node: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(node, name).map(|a| a.f).unwrap_or(default)
+}
+
+fn node_label(n: &NodeProto) -> String {
+    if n.name.is_empty() {
+        format!(
+            "{} -> {:?}",
+            n.op_type,
+            n.output.first().map(String::as_str).unwrap_or("")
+        )
+    } else {
+        format!("{} {:?}", n.op_type, n.name)
+    }
+}
+
+fn decode_dims(t: &TensorProto) -> Result<Vec<usize>, ModelError> {
+    t.dims
+        .iter()
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| gerr(format!("initializer {:?} has a negative dim", t.name)))
+        })
+        .collect()
+}
+
+fn decode_float(t: &TensorProto) -> Result<FloatTensor, ModelError> {
+    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
+        || !t.external_data.is_empty()
+    {
+        return Err(gerr(format!(
+            "initializer {:?} is stored in an external data file; export with the weights inside the .onnx file",
+            t.name
+        )));
+    }
+    let dims = decode_dims(t)?;
+    let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let n = n.ok_or_else(|| gerr(format!("initializer {:?} is too large", t.name)))?;
+    let data: Vec<f32> = if !t.raw_data.is_empty() {
+        if t.raw_data.len() != n.saturating_mul(4) {
+            return Err(gerr(format!(
+                "initializer {:?}: raw_data has {} bytes, dims {:?} need {}",
+                t.name,
+                t.raw_data.len(),
+                dims,
+                n.saturating_mul(4)
+            )));
+        }
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        if t.float_data.len() != n {
+            return Err(gerr(format!(
+                "initializer {:?}: float_data has {} values, dims {:?} need {n}",
+                t.name,
+                t.float_data.len(),
+                dims
+            )));
+        }
+        t.float_data.clone()
+    };
+    Ok(FloatTensor { dims, data })
+}
+
+fn decode_i64s(t: &TensorProto) -> Option<Vec<i64>> {
+    if t.data_type != DataType::Int64 as i32 {
+        return None;
+    }
+    if !t.raw_data.is_empty() {
+        if t.raw_data.len() % 8 != 0 {
+            return None;
+        }
+        Some(
+            t.raw_data
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        )
+    } else {
+        Some(t.int64_data.clone())
+    }
+}
+
+fn float_proto(
+    name: &str,
+    dims: &[usize],
+    data: impl ExactSizeIterator<Item = f32>,
+) -> TensorProto {
+    let mut raw = Vec::with_capacity(data.len() * 4);
+    for v in data {
+        raw.extend_from_slice(&v.to_le_bytes());
+    }
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        name: name.to_string(),
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+const PASS_THROUGH: &[&str] = &[
+    "Relu",
+    "LeakyRelu",
+    "PRelu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Identity",
+    "Dropout",
+    "MaxPool",
+    "AveragePool",
+];
+
+const ELEMENTWISE: &[&str] = &["Add", "Sum", "Mul", "Sub", "Max", "Min"];
+
+impl Master {
+    /// Decodes a master `ModelProto` (consumed: its weight bytes are released after decoding).
+    pub(crate) fn from_proto(mut proto: ModelProto) -> Result<Self, ModelError> {
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .unwrap_or(0);
+        let mut graph = proto
+            .graph
+            .take()
+            .ok_or_else(|| gerr("the model has no graph"))?;
+        if !graph.sparse_initializer.is_empty() {
+            return Err(gerr("sparse initializers are not supported"));
+        }
+        let mut floats = HashMap::new();
+        let mut others = HashMap::new();
+        for t in std::mem::take(&mut graph.initializer) {
+            if t.name.is_empty() {
+                return Err(gerr("an initializer has no name"));
+            }
+            if t.data_type == DataType::Float as i32 {
+                let f = decode_float(&t)?;
+                floats.insert(t.name, f);
+            } else {
+                others.insert(t.name.clone(), t);
+            }
+        }
+        graph.value_info.clear();
+        graph
+            .input
+            .retain(|i| !floats.contains_key(&i.name) && !others.contains_key(&i.name));
+        let inputs: Vec<String> = graph.input.iter().map(|i| i.name.clone()).collect();
+        let input_dims = graph
+            .input
+            .iter()
+            .map(|i| {
+                let shape = match &i.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                    Some(pb::type_proto::Value::TensorType(tt)) => tt.shape.clone(),
+                    _ => None,
+                };
+                shape
+                    .map(|s| {
+                        s.dim
+                            .iter()
+                            .map(|d| match d.value {
+                                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) => {
+                                    Some(v)
+                                }
+                                _ => None,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let outputs = graph.output.iter().map(|o| o.name.clone()).collect();
+        let nodes = std::mem::take(&mut graph.node);
+        proto.graph = Some(graph);
+        Ok(Master {
+            skeleton: proto,
+            nodes,
+            floats,
+            others,
+            inputs,
+            outputs,
+            input_dims,
+            opset,
+        })
+    }
+
+    /// Bytes held by the decoded float weights.
+    pub(crate) fn weight_bytes(&self) -> u64 {
+        self.floats
+            .values()
+            .map(|t| t.data.len() as u64 * 4)
+            .sum::<u64>()
+            + self
+                .others
+                .values()
+                .map(|t| t.raw_data.len() as u64)
+                .sum::<u64>()
+    }
+
+    /// The float initializer `name`, if any.
+    pub(crate) fn float(&self, name: &str) -> Option<&FloatTensor> {
+        self.floats.get(name)
+    }
+
+    /// True if `name` is the weight (input 1) of some Conv node.
+    pub(crate) fn is_conv_weight(&self, name: &str) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.op_type == "Conv" && n.input.get(1).map(String::as_str) == Some(name))
+    }
+
+    fn is_initializer(&self, name: &str) -> bool {
+        self.floats.contains_key(name) || self.others.contains_key(name)
+    }
+
+    fn float_init<'a>(
+        &'a self,
+        node: &'a NodeProto,
+        ix: usize,
+        what: &str,
+    ) -> Result<(&'a str, &'a FloatTensor), ModelError> {
+        let name = node.input.get(ix).map(String::as_str).unwrap_or("");
+        match self.floats.get(name) {
+            Some(t) => Ok((name, t)),
+            None => Err(gerr(format!(
+                "{}: input {ix} ({what}) {name:?} must be a float initializer",
+                node_label(node)
+            ))),
+        }
+    }
+
+    fn const_i64s(&self, name: &str, constants: &HashMap<&str, &NodeProto>) -> Option<Vec<i64>> {
+        if let Some(t) = self.others.get(name) {
+            return decode_i64s(t);
+        }
+        let n = constants.get(name)?;
+        let v = attr(n, "value")?.t.as_ref()?;
+        decode_i64s(v).or_else(|| attr(n, "value_ints").map(|a| a.ints.clone()))
+    }
+
+    /// Plans the descendant with output widths `widths` (Conv weight name -> channels; a Conv
+    /// not listed keeps its full width).
+    ///
+    /// # Errors
+    /// [`ModelError::Graph`] naming the node and the rule it breaks.
+    pub(crate) fn analyze(
+        &self,
+        widths: &BTreeMap<String, usize>,
+        input_channels: usize,
+    ) -> Result<Analysis, ModelError> {
+        let nodes = &self.nodes;
+        let mut acts: HashMap<&str, Act> = HashMap::new();
+        for name in &self.inputs {
+            acts.insert(
+                name.as_str(),
+                Act::Ch {
+                    active: input_channels,
+                    full: input_channels,
+                    pooled: false,
+                },
+            );
+        }
+        let mut constants: HashMap<&str, &NodeProto> = HashMap::new();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            for inp in n.input.iter().filter(|s| !s.is_empty()) {
+                consumers.entry(inp.as_str()).or_default().push(i);
+            }
+        }
+        let outputs: HashSet<&str> = self.outputs.iter().map(String::as_str).collect();
+        let mut ops: Vec<Op> = Vec::with_capacity(nodes.len());
+        let mut bn_uses = Vec::new();
+        let mut folded: HashMap<usize, usize> = HashMap::new(); // BN node -> index in ops
+        let mut sliced_inits: HashSet<&str> = HashSet::new();
+        let mut params: u64 = 0;
+
+        for (ix, node) in nodes.iter().enumerate() {
+            let label = node_label(node);
+            // Activation inputs must be known already (topological order).
+            let mut in_acts: Vec<Option<Act>> = Vec::with_capacity(node.input.len());
+            for inp in &node.input {
+                if inp.is_empty()
+                    || self.is_initializer(inp)
+                    || constants.contains_key(inp.as_str())
+                {
+                    in_acts.push(None);
+                } else if let Some(a) = acts.get(inp.as_str()) {
+                    in_acts.push(Some(*a));
+                } else {
+                    return Err(gerr(format!(
+                        "{label}: input {inp:?} is not produced by an earlier node (graph not topologically sorted?)"
+                    )));
+                }
+            }
+            let out0 = node.output.first().map(String::as_str).unwrap_or("");
+            let act0 = in_acts.first().copied().flatten();
+            for (k, inp) in node.input.iter().enumerate() {
+                if k > 0 && self.floats.contains_key(inp) && sliced_inits.contains(inp.as_str()) {
+                    return Err(gerr(format!(
+                        "{label}: initializer {inp:?} is shared with another sliced node"
+                    )));
+                }
+            }
+            match node.op_type.as_str() {
+                "Constant" => {
+                    for o in &node.output {
+                        constants.insert(o.as_str(), node);
+                    }
+                    ops.push(Op::Copy(ix));
+                }
+                "Conv" => {
+                    if attr_i(node, "group", 1) != 1 {
+                        return Err(gerr(format!(
+                            "{label}: grouped convolution (group != 1) is not supported"
+                        )));
+                    }
+                    let (wname, w) = self.float_init(node, 1, "weight")?;
+                    if w.dims.len() != 4 {
+                        return Err(gerr(format!(
+                            "{label}: weight {wname:?} must have rank 4, has dims {:?}",
+                            w.dims
+                        )));
+                    }
+                    let (full_out, full_in) = (w.dims[0], w.dims[1]);
+                    let inp = match act0 {
+                        Some(Act::Ch { active, full, .. }) => {
+                            if full != full_in {
+                                return Err(gerr(format!(
+                                    "{label}: weight {wname:?} expects {full_in} input channels but its input has {full}"
+                                )));
+                            }
+                            active
+                        }
+                        Some(Act::Opaque) => full_in,
+                        None => {
+                            return Err(gerr(format!("{label}: input 0 must be an activation")))
+                        }
+                    };
+                    let out = match widths.get(wname) {
+                        Some(&c) if c >= 1 && c <= full_out => c,
+                        Some(&c) => {
+                            return Err(gerr(format!(
+                            "{label}: {c} channels requested for {wname:?}, which has {full_out}"
+                        )))
+                        }
+                        None => full_out,
+                    };
+                    let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+                        Some(_) => {
+                            let (bname, b) = self.float_init(node, 2, "bias")?;
+                            if b.dims != [full_out] {
+                                return Err(gerr(format!(
+                                    "{label}: bias {bname:?} has dims {:?}, needs [{full_out}]",
+                                    b.dims
+                                )));
+                            }
+                            sliced_inits.insert(bname);
+                            Some(bname.to_string())
+                        }
+                        None => None,
+                    };
+                    sliced_inits.insert(wname);
+                    params += (out * inp * w.dims[2] * w.dims[3]) as u64
+                        + bias.as_ref().map_or(0, |_| out as u64);
+                    acts.insert(
+                        out0,
+                        Act::Ch {
+                            active: out,
+                            full: full_out,
+                            pooled: false,
+                        },
+                    );
+                    // Fold a directly following BN that is the conv output's only consumer.
+                    let cons = consumers.get(out0).map(Vec::as_slice).unwrap_or(&[]);
+                    let fold_bn = match cons {
+                        [only]
+                            if !outputs.contains(out0)
+                                && nodes[*only].op_type == "BatchNormalization"
+                                && nodes[*only].input.first().map(String::as_str) == Some(out0) =>
+                        {
+                            Some(*only)
+                        }
+                        _ => None,
+                    };
+                    if let Some(bn_ix) = fold_bn {
+                        folded.insert(bn_ix, ops.len());
+                    }
+                    ops.push(Op::Conv {
+                        node: ix,
+                        weight: wname.to_string(),
+                        bias,
+                        out,
+                        inp,
+                        fold: None,
+                    });
+                }
+                "BatchNormalization" => {
+                    if attr_i(node, "training_mode", 0) != 0
+                        || node.output.iter().skip(1).any(|o| !o.is_empty())
+                    {
+                        return Err(gerr(format!(
+                            "{label}: BatchNormalization in training mode; export with the model in eval() and TrainingMode.PRESERVE"
+                        )));
+                    }
+                    let (sname, s) = self.float_init(node, 1, "scale")?;
+                    let full = s.dims.first().copied().unwrap_or(0);
+                    let mut names = [sname, "", "", ""];
+                    for (k, what) in [(2, "bias"), (3, "mean"), (4, "var")] {
+                        let (n, t) = self.float_init(node, k, what)?;
+                        if t.dims != [full] {
+                            return Err(gerr(format!(
+                                "{label}: {what} {n:?} has dims {:?}, needs [{full}]",
+                                t.dims
+                            )));
+                        }
+                        names[k - 1] = n;
+                    }
+                    if s.dims.len() != 1 {
+                        return Err(gerr(format!("{label}: scale {sname:?} must have rank 1")));
+                    }
+                    let channels = match act0 {
+                        Some(Act::Ch {
+                            active, full: f, ..
+                        }) if f == full => active,
+                        Some(Act::Ch { full: f, .. }) => {
+                            return Err(gerr(format!(
+                                "{label}: has {full} channels but its input has {f}"
+                            )))
+                        }
+                        Some(Act::Opaque) => full,
+                        None => {
+                            return Err(gerr(format!("{label}: input 0 must be an activation")))
+                        }
+                    };
+                    for n in names {
+                        sliced_inits.insert(n);
+                    }
+                    params += 2 * channels as u64;
+                    let bn = BnUse {
+                        node: ix,
+                        scale: names[0].to_string(),
+                        bias: names[1].to_string(),
+                        mean: names[2].to_string(),
+                        var: names[3].to_string(),
+                        channels,
+                        eps: attr_f(node, "epsilon", 1e-5),
+                    };
+                    acts.insert(out0, act0.unwrap_or(Act::Opaque));
+                    bn_uses.push(bn.clone());
+                    if let Some(&op_ix) = folded.get(&ix) {
+                        if let Some(Op::Conv {
+                            fold, weight, out, ..
+                        }) = ops.get_mut(op_ix)
+                        {
+                            if *out != channels {
+                                return Err(gerr(format!(
+                                    "{label}: width {channels} differs from its Conv's {out}"
+                                )));
+                            }
+                            let mut bias_name = format!("{weight}::folded_bias");
+                            while self.is_initializer(&bias_name) {
+                                bias_name.push('_');
+                            }
+                            *fold = Some((bn, bias_name));
+                        }
+                    } else {
+                        ops.push(Op::Bn(bn));
+                    }
+                }
+                "Gemm" | "MatMul" => {
+                    let (wname, w) = self.float_init(node, 1, "weight")?;
+                    if w.dims.len() != 2 {
+                        return Err(gerr(format!("{label}: weight {wname:?} must have rank 2")));
+                    }
+                    let gemm = node.op_type == "Gemm";
+                    if gemm && attr_i(node, "transA", 0) != 0 {
+                        return Err(gerr(format!("{label}: transA=1 is not supported")));
+                    }
+                    let cut_columns = gemm && attr_i(node, "transB", 0) != 0;
+                    let features = if cut_columns { w.dims[1] } else { w.dims[0] };
+                    let keep = match act0 {
+                        Some(Act::Ch {
+                            active,
+                            full,
+                            pooled,
+                        }) => {
+                            if full != features {
+                                return Err(gerr(format!(
+                                    "{label}: weight {wname:?} expects {features} features but its input has {full} channels"
+                                )));
+                            }
+                            if active < full && !pooled {
+                                return Err(gerr(format!(
+                                    "{label}: the classifier's input must be globally pooled (GlobalAveragePool or ReduceMean over [2,3]) to slice it"
+                                )));
+                            }
+                            active
+                        }
+                        Some(Act::Opaque) => features,
+                        None => {
+                            return Err(gerr(format!("{label}: input 0 must be an activation")))
+                        }
+                    };
+                    let classes = if cut_columns { w.dims[0] } else { w.dims[1] };
+                    let bias_len = node
+                        .input
+                        .get(2)
+                        .filter(|s| !s.is_empty())
+                        .and_then(|b| self.floats.get(b.as_str()))
+                        .map_or(0, |b| b.data.len());
+                    sliced_inits.insert(wname);
+                    params += (keep * classes + bias_len) as u64;
+                    acts.insert(out0, Act::Opaque);
+                    ops.push(Op::Gemm {
+                        node: ix,
+                        weight: wname.to_string(),
+                        keep,
+                        cut_columns,
+                    });
+                }
+                op if PASS_THROUGH.contains(&op) => {
+                    let a = act0
+                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
+                    if op == "PRelu" && a.is_sliced() {
+                        return Err(gerr(format!(
+                            "{label}: PRelu on a sliced tensor is not supported"
+                        )));
+                    }
+                    acts.insert(out0, a);
+                    for o in node.output.iter().skip(1).filter(|o| !o.is_empty()) {
+                        acts.insert(o.as_str(), Act::Opaque);
+                    }
+                    ops.push(Op::Copy(ix));
+                }
+                "GlobalAveragePool" | "GlobalMaxPool" => {
+                    let a = act0
+                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
+                    let a = match a {
+                        Act::Ch { active, full, .. } => Act::Ch {
+                            active,
+                            full,
+                            pooled: true,
+                        },
+                        o => o,
+                    };
+                    acts.insert(out0, a);
+                    ops.push(Op::Copy(ix));
+                }
+                "ReduceMean" | "ReduceMax" => {
+                    let a = act0
+                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
+                    let axes = attr(node, "axes").map(|a| a.ints.clone()).or_else(|| {
+                        node.input
+                            .get(1)
+                            .filter(|s| !s.is_empty())
+                            .and_then(|n| self.const_i64s(n, &constants))
+                    });
+                    let out = match (a, axes) {
+                        (
+                            Act::Ch {
+                                active,
+                                full,
+                                pooled,
+                            },
+                            Some(axes),
+                        ) => {
+                            let mut ax: Vec<i64> = axes
+                                .iter()
+                                .map(|&x| if x < 0 { x + 4 } else { x })
+                                .collect();
+                            ax.sort_unstable();
+                            ax.dedup();
+                            if ax.contains(&1) || ax.contains(&0) {
+                                if a.is_sliced() {
+                                    return Err(gerr(format!(
+                                        "{label}: reduces over the channel axis of a sliced tensor"
+                                    )));
+                                }
+                                Act::Opaque
+                            } else {
+                                Act::Ch {
+                                    active,
+                                    full,
+                                    pooled: pooled || ax == [2, 3],
+                                }
+                            }
+                        }
+                        (Act::Ch { .. }, None) if a.is_sliced() => {
+                            return Err(gerr(format!(
+                                "{label}: axes are not constant; cannot slice through it"
+                            )))
+                        }
+                        _ => Act::Opaque,
+                    };
+                    acts.insert(out0, out);
+                    ops.push(Op::Copy(ix));
+                }
+                "Flatten" => {
+                    let a = act0
+                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
+                    if a.is_sliced() {
+                        let pooled = matches!(a, Act::Ch { pooled: true, .. });
+                        if attr_i(node, "axis", 1) != 1 || !pooled {
+                            return Err(gerr(format!(
+                                "{label}: Flatten of a sliced tensor needs axis=1 after global pooling"
+                            )));
+                        }
+                    }
+                    acts.insert(out0, a);
+                    ops.push(Op::Copy(ix));
+                }
+                op if ELEMENTWISE.contains(&op) => {
+                    let acts_in: Vec<Act> = in_acts.iter().flatten().copied().collect();
+                    let any_const = in_acts.iter().any(Option::is_none);
+                    let chans: Vec<Act> = acts_in
+                        .iter()
+                        .copied()
+                        .filter(|a| matches!(a, Act::Ch { .. }))
+                        .collect();
+                    let first = chans.iter().find_map(|c| match c {
+                        Act::Ch { active, full, .. } => Some((*active, *full)),
+                        Act::Opaque => None,
+                    });
+                    let out = if let Some((active, full)) = first {
+                        for c in &chans {
+                            if let Act::Ch {
+                                active: a2,
+                                full: f2,
+                                ..
+                            } = c
+                            {
+                                if *a2 != active || *f2 != full {
+                                    return Err(gerr(format!(
+                                        "{label}: residual inputs have widths {a2}/{f2} and {active}/{full}; layers meeting at an Add must be in one tie group"
+                                    )));
+                                }
+                            }
+                        }
+                        if chans.len() != acts_in.len() && active < full {
+                            return Err(gerr(format!(
+                                "{label}: mixes a sliced tensor with an untracked one"
+                            )));
+                        }
+                        if any_const && active < full {
+                            return Err(gerr(format!("{label}: a sliced tensor meets a constant; cannot slice the constant")));
+                        }
+                        let pooled = chans
+                            .iter()
+                            .all(|c| matches!(c, Act::Ch { pooled: true, .. }));
+                        Act::Ch {
+                            active,
+                            full,
+                            pooled,
+                        }
+                    } else {
+                        Act::Opaque
+                    };
+                    acts.insert(out0, out);
+                    ops.push(Op::Copy(ix));
+                }
+                op => {
+                    if in_acts.iter().flatten().any(|a| a.is_sliced()) {
+                        return Err(gerr(format!(
+                            "{label}: op {op} is not supported on a sliced tensor (supported: Conv, BatchNormalization, Gemm, MatMul, {}, {}, GlobalAveragePool, ReduceMean, Flatten)",
+                            PASS_THROUGH.join(", "),
+                            ELEMENTWISE.join(", ")
+                        )));
+                    }
+                    for o in &node.output {
+                        acts.insert(o.as_str(), Act::Opaque);
+                    }
+                    ops.push(Op::Copy(ix));
+                }
+            }
+        }
+        for o in &self.outputs {
+            match acts.get(o.as_str()) {
+                Some(a) if a.is_sliced() => {
+                    return Err(gerr(format!(
+                        "graph output {o:?} would be sliced; the output width must not change"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(gerr(format!(
+                        "graph output {o:?} is not produced by any node"
+                    )))
+                }
+            }
+        }
+        Ok(Analysis {
+            ops,
+            bn: bn_uses,
+            params,
+        })
+    }
+
+    /// Writes the descendant planned by `a` as a self-contained `ModelProto`.
+    ///
+    /// # Errors
+    /// [`ModelError::Graph`] if a BN statistic from `bn` is missing or has the wrong length
+    /// (load-time validation makes that unreachable for a loaded model).
+    pub(crate) fn materialize(
+        &self,
+        a: &Analysis,
+        bn: &BnSource<'_>,
+    ) -> Result<Sliced, ModelError> {
+        let mut out_nodes: Vec<NodeProto> = Vec::with_capacity(a.ops.len());
+        let mut inits: Vec<TensorProto> = Vec::new();
+        let mut emitted: HashSet<String> = HashSet::new();
+        let stats = |b: &BnUse| -> Result<(Vec<f32>, Vec<f32>), ModelError> {
+            let c = b.channels;
+            match bn {
+                BnSource::Graph => Ok((
+                    self.prefix(&b.mean, c)?.to_vec(),
+                    self.prefix(&b.var, c)?.to_vec(),
+                )),
+                BnSource::Stats { stats, prefix } => {
+                    let get = |n: &str| -> Result<Vec<f32>, ModelError> {
+                        let key = format!("{prefix}{n}");
+                        match stats.get(&key) {
+                            Some(v) if v.len() == c => Ok(v.clone()),
+                            Some(v) => Err(gerr(format!(
+                                "BN statistic {key:?} has {} values, needs {c}",
+                                v.len()
+                            ))),
+                            None => Err(gerr(format!("BN statistic {key:?} is missing"))),
+                        }
+                    };
+                    Ok((get(&b.mean)?, get(&b.var)?))
+                }
+            }
+        };
+        for op in &a.ops {
+            match op {
+                Op::Copy(ix) => out_nodes.push(self.nodes[*ix].clone()),
+                Op::Conv {
+                    node,
+                    weight,
+                    bias,
+                    out,
+                    inp,
+                    fold,
+                } => {
+                    let mut n = self.nodes[*node].clone();
+                    let w = &self.floats[weight.as_str()];
+                    let (full_in, k) = (w.dims[1], w.dims[2] * w.dims[3]);
+                    let row = inp * k;
+                    let mut b: Vec<f32> = match bias {
+                        Some(bn) => self.floats[bn.as_str()].data[..*out].to_vec(),
+                        None => vec![0.0; *out],
+                    };
+                    let mut scale = vec![1.0f32; *out];
+                    if let Some((bnu, bias_name)) = fold {
+                        let (mean, var) = stats(bnu)?;
+                        let gamma = self.prefix(&bnu.scale, *out)?;
+                        let beta = self.prefix(&bnu.bias, *out)?;
+                        for o in 0..*out {
+                            let s = gamma[o] as f64 / (var[o] as f64 + bnu.eps as f64).sqrt();
+                            scale[o] = s as f32;
+                            b[o] = ((b[o] as f64 - mean[o] as f64) * s + beta[o] as f64) as f32;
+                        }
+                        let bn_node = &self.nodes[bnu.node];
+                        if let (Some(o), Some(bo)) = (n.output.first_mut(), bn_node.output.first())
+                        {
+                            o.clone_from(bo);
+                        }
+                        if bias.is_none() {
+                            n.input.truncate(2);
+                            n.input.push(bias_name.clone());
+                        }
+                    }
+                    let data = (0..*out).flat_map(|o| {
+                        let s = scale[o];
+                        let start = o * full_in * k;
+                        w.data[start..start + row].iter().map(move |v| v * s)
+                    });
+                    let data: Vec<f32> = data.collect();
+                    inits.push(float_proto(
+                        weight,
+                        &[*out, *inp, w.dims[2], w.dims[3]],
+                        data.into_iter(),
+                    ));
+                    emitted.insert(weight.clone());
+                    if bias.is_some() || fold.is_some() {
+                        let name = n.input[2].clone();
+                        inits.push(float_proto(&name, &[*out], b.into_iter()));
+                        emitted.insert(name);
+                    }
+                    out_nodes.push(n);
+                }
+                Op::Bn(bnu) => {
+                    let c = bnu.channels;
+                    let (mean, var) = stats(bnu)?;
+                    inits.push(float_proto(
+                        &bnu.scale,
+                        &[c],
+                        self.prefix(&bnu.scale, c)?.iter().copied(),
+                    ));
+                    inits.push(float_proto(
+                        &bnu.bias,
+                        &[c],
+                        self.prefix(&bnu.bias, c)?.iter().copied(),
+                    ));
+                    inits.push(float_proto(&bnu.mean, &[c], mean.into_iter()));
+                    inits.push(float_proto(&bnu.var, &[c], var.into_iter()));
+                    for n in [&bnu.scale, &bnu.bias, &bnu.mean, &bnu.var] {
+                        emitted.insert(n.clone());
+                    }
+                    out_nodes.push(self.nodes[bnu.node].clone());
+                }
+                Op::Gemm {
+                    node,
+                    weight,
+                    keep,
+                    cut_columns,
+                } => {
+                    let w = &self.floats[weight.as_str()];
+                    let (r, c) = (w.dims[0], w.dims[1]);
+                    let t = if *cut_columns {
+                        let data = (0..r).flat_map(|i| w.data[i * c..i * c + keep].iter().copied());
+                        float_proto(weight, &[r, *keep], data.collect::<Vec<_>>().into_iter())
+                    } else {
+                        float_proto(weight, &[*keep, c], w.data[..keep * c].iter().copied())
+                    };
+                    inits.push(t);
+                    emitted.insert(weight.clone());
+                    out_nodes.push(self.nodes[*node].clone());
+                }
+            }
+        }
+        // Initializers used unchanged (classifier bias, Clip bounds, ...).
+        for n in &out_nodes {
+            for inp in &n.input {
+                if emitted.contains(inp) {
+                    continue;
+                }
+                if let Some(t) = self.floats.get(inp) {
+                    inits.push(float_proto(inp, &t.dims, t.data.iter().copied()));
+                    emitted.insert(inp.clone());
+                } else if let Some(t) = self.others.get(inp) {
+                    inits.push(t.clone());
+                    emitted.insert(inp.clone());
+                }
+            }
+        }
+        let weight_bytes = inits.iter().map(|t| t.raw_data.len() as u64).sum();
+        let mut proto = self.skeleton.clone();
+        if let Some(g) = proto.graph.as_mut() {
+            g.node = out_nodes;
+            g.initializer = inits;
+            g.value_info.clear();
+        }
+        Ok(Sliced {
+            proto,
+            weight_bytes,
+        })
+    }
+
+    fn prefix(&self, name: &str, n: usize) -> Result<&[f32], ModelError> {
+        self.floats
+            .get(name)
+            .and_then(|t| t.data.get(..n))
+            .ok_or_else(|| {
+                gerr(format!(
+                    "initializer {name:?} is missing or shorter than {n}"
+                ))
+            })
+    }
+}
