@@ -259,7 +259,7 @@ fn bad_models_get_typed_errors_naming_the_problem() {
     );
     expect_err(
         &ok,
-        |d| edit_manifest(d, "task: synth", "task: synth\nunknown_key: 1"),
+        |d| edit_manifest(d, "task: synth\n", ""),
         |e| matches!(e, ModelError::Manifest { .. }),
     );
     // Missing file.

@@ -1,5 +1,6 @@
 //! `manifest.yaml`: the description of one multi-capacity model (format: `docs/model-format.md`).
 //!
+//! Unknown keys are ignored (forward compatibility: the offline stage may add fields).
 //! [`Manifest::from_yaml`] parses and checks everything that can be checked without the other
 //! files (ladder order, tie groups, input spec); [`super::MultiCapacityModel::load`] then checks
 //! the manifest against the ONNX graph, the BatchNorm statistics and the file hashes.
@@ -16,7 +17,6 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// Parsed `manifest.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Must be [`FORMAT_VERSION`].
     pub format_version: u32,
@@ -58,7 +58,6 @@ pub enum Color {
 
 /// Model input description: `x = (pixel * scale - mean[c]) / std[c]`, layout NCHW.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// ONNX input name.
     pub name: String,
@@ -94,7 +93,6 @@ impl InputSpec {
 
 /// Model output description.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// ONNX output name.
     pub name: String,
@@ -104,7 +102,6 @@ pub struct OutputSpec {
 
 /// A file next to the manifest with its SHA-256.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileRef {
     /// File name relative to the model folder.
     pub file: String,
@@ -114,7 +111,6 @@ pub struct FileRef {
 
 /// The master ONNX file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OnnxFile {
     /// File name relative to the model folder.
     pub file: String,
@@ -126,7 +122,6 @@ pub struct OnnxFile {
 
 /// One sliced Conv layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Layer {
     /// Name of the Conv's weight initializer.
     pub name: String,
@@ -139,7 +134,6 @@ pub struct Layer {
 
 /// The vanilla (status-quo) model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Vanilla {
     /// File name relative to the model folder.
     pub file: String,
@@ -158,7 +152,6 @@ pub struct Vanilla {
 
 /// One rung of the capacity ladder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DescendantSpec {
     /// Descendant name, e.g. `d0`.
     pub name: String,
