@@ -40,11 +40,21 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 # ----------------------------------------------------------------------------- roadmap
+def _teacher(arch, vanilla_state, cfg):
+    if not cfg.get("kd"):
+        return None
+    t = _net(arch, arch.base, vanilla_state)
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t
+
+
 def build_roadmap(task, arch: Arch, vanilla_state, vanilla_val, ds, cfg, floor, log, pos=0):
     """Iterative pruning: rank by TRR, drop the lowest fraction of every unit, retrain briefly,
     record which filters (vanilla channel ids) each step removed. Stops after cfg.steps steps or
     at the first model below the accuracy floor (validation split)."""
     sched = width_schedule(arch, cfg["steps"], cfg["frac"])
+    teacher = _teacher(arch, vanilla_state, cfg)
     ids = {u: torch.arange(arch.base[u]) for u in arch.units}
     steps = [dict(step=0, widths=sched[0], ids=ids, state=vanilla_state, val=vanilla_val,
                   removed=None)]
@@ -62,7 +72,7 @@ def build_roadmap(task, arch: Arch, vanilla_state, vanilla_val, ds, cfg, floor, 
             removed[u] = cur["ids"][u][mask]
         net = _net(arch, sched[s], state)
         train(net, ds, seed=seed_for(task, "roadmap", s), desc=f"{task} prune {s}",
-              position=pos, **cfg["retrain"])
+              position=pos, teacher=teacher, kd=cfg.get("kd"), **cfg["retrain"])
         recalibrate_bn(net, ds, cfg["bn_images"], seed_for(task, "bn", "roadmap", s))
         val = accuracy(net, ds.x_val, ds.y_val, ds.mean, ds.std)
         st = dict(step=s, widths=sched[s], ids=new_ids, state=net.state_dict(), val=val,
@@ -93,12 +103,15 @@ def pick_seed(task, steps, floor, min_descendants):
 
 # ----------------------------------------------------------------------------- freeze & grow
 def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
+    teacher = _teacher(arch, steps[0]["state"], cfg)
     """Walk the roadmap backwards from the seed. Each step adds back the filters the roadmap
-    removed there: new filters start from the roadmap model's weights, the inherited filters'
-    weights on the new input channels and the classifier's new columns start at 0 (so the grown
-    net computes exactly the smaller descendant's function at the start), and only added
-    weights train. Every inherited tensor block is asserted bit-for-bit unchanged after each
-    grow step. Returns descendants smallest first: {step, widths, ids, state}."""
+    removed there, *with their roadmap weights*: every added weight (new filters, the inherited
+    filters' weights on the new input channels, the classifier's new columns, the new BN
+    affine parameters) starts from the roadmap model of that size; every weight that exists in
+    the smaller descendant is overwritten with the descendant's value and frozen. Only added
+    weights train (masked gradients, no decay on frozen entries). Every inherited tensor block
+    is asserted bit-for-bit unchanged after each grow step. Returns descendants smallest first:
+    {step, widths, ids, state}."""
     seed = steps[seed_step]
     desc = [dict(step=seed_step, widths=seed["widths"], ids=seed["ids"], state=seed["state"])]
     keys = shared_keys(arch)
@@ -114,6 +127,7 @@ def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
             ids_big[u] = M["ids"][u][perm[u]]
         init = select_state(arch, M["state"], perm)
         sw = small["widths"]
+        zero = cfg.get("grow_init", "roadmap") == "zero"
         for c in arch.convs:
             k = f"{c.name}.weight"
             co = sw[c.unit]
@@ -122,19 +136,22 @@ def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
             else:
                 ci = sw[c.src]
                 init[k][:co, :ci] = small["state"][k]
-                init[k][:co, ci:] = 0.0
+                if zero:
+                    init[k][:co, ci:] = 0.0
             for t in ("weight", "bias"):
                 init[f"{c.bn}.{t}"][:co] = small["state"][f"{c.bn}.{t}"]
         cf = sw[arch.fc_src]
         init["fc.weight"][:, :cf] = small["state"]["fc.weight"]
-        init["fc.weight"][:, cf:] = 0.0
+        if zero:
+            init["fc.weight"][:, cf:] = 0.0
         init["fc.bias"] = small["state"]["fc.bias"].clone()
         big_w = M["widths"]
         net = _net(arch, big_w, init)
         grow_cfg = cfg["grow_last"] if s == 0 else cfg["grow"]
         seed_all(seed_for(task, "grow", s))
         train(net, ds, seed=seed_for(task, "grow", s), masks=prefix_masks(arch, big_w, sw),
-              desc=f"{task} grow {s}", position=pos, **grow_cfg)
+              desc=f"{task} grow {s}", position=pos, teacher=teacher, kd=cfg.get("kd"),
+              **grow_cfg)
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         inherited = prefix_state(arch, state, sw)
         for k in keys:
@@ -177,18 +194,19 @@ def ablation(task, arch, vanilla_state, widths_list, ds, cfg, log, pos=0):
     """Baselines at the same widths: (b) L1-norm filter pruning of the vanilla model (one shot)
     + fine-tuning; (c) the same architecture trained from scratch."""
     rows = []
+    teacher = _teacher(arch, vanilla_state, cfg)
     l1 = l1_scores(arch, vanilla_state)
     for i, w in enumerate(widths_list):
         keep = keep_top(l1, w)
         net = _net(arch, w, select_state(arch, vanilla_state, keep))
         train(net, ds, seed=seed_for(task, "l1ft", i), desc=f"{task} L1+FT {i}", position=pos,
-              **cfg["finetune"])
+              teacher=teacher, kd=cfg.get("kd"), **cfg["finetune"])
         recalibrate_bn(net, ds, cfg["bn_images"], seed_for(task, "bn", "l1", i))
         acc_l1 = accuracy(net, ds.x_test, ds.y_test, ds.mean, ds.std)
         seed_all(seed_for(task, "scratch-init", i))
         net = Net(arch, w)
         train(net, ds, seed=seed_for(task, "scratch", i), desc=f"{task} scratch {i}",
-              position=pos, **cfg["scratch"])
+              position=pos, teacher=teacher, kd=cfg.get("kd"), **cfg["scratch"])
         recalibrate_bn(net, ds, cfg["bn_images"], seed_for(task, "bn", "scratch", i))
         acc_sc = accuracy(net, ds.x_test, ds.y_test, ds.mean, ds.std)
         log(f"ablation widths {list(w.values())}: L1+FT {acc_l1:.4f}, scratch {acc_sc:.4f}")

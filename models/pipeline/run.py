@@ -51,12 +51,16 @@ class Checkpoints:
     def __init__(self, work: Path, cfg: dict, resume: bool, log):
         self.work, self.cfg, self.resume, self.log = work, cfg, resume, log
         self.fp = ""
+        self.fps = {}
         work.mkdir(parents=True, exist_ok=True)
 
-    def get(self, stage, compute, deps=()):
-        """deps: config keys this stage depends on (on top of every earlier stage's)."""
-        self.fp = hashlib.sha256(json.dumps([self.fp, [self.cfg.get(k) for k in deps]],
+    def get(self, stage, compute, deps=(), parent=None, extra=()):
+        """deps: config keys this stage depends on, on top of its parent stage's fingerprint
+        (default: the previous stage); extra: other inputs (e.g. the ablation's widths)."""
+        base = self.fp if parent is None else self.fps[parent]
+        self.fp = hashlib.sha256(json.dumps([base, [self.cfg.get(k) for k in deps] + list(extra)],
                                             default=str).encode()).hexdigest()[:16]
+        self.fps[stage] = self.fp
         p = self.work / f"{stage}.pt"
         side = self.work / f"{stage}.pt.sha256"
         if self.resume and p.exists():
@@ -114,7 +118,8 @@ def monotone(accs):
     return sorted(keep)
 
 
-def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bool, lane: int):
+def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bool, lane: int,
+            no_ablation: bool = False):
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     t_start = time.time()
@@ -157,7 +162,7 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
     t = time.time()
     steps = ck.get("roadmap", lambda: build_roadmap(task, arch, van["state"], van["metrics"]["val"],
                                                     ds, cfg, cfg["floor"], log, lane),
-                   ("steps", "frac", "triplets", "retrain", "floor"))
+                   ("steps", "frac", "triplets", "retrain", "floor", "kd"))
     timings["roadmap"] = time.time() - t
     seed_step = pick_seed(task, steps, cfg["floor"], MIN_DESCENDANTS)
     log(f"seed = roadmap step {seed_step} (val {steps[seed_step]['val']:.4f} >= floor "
@@ -175,7 +180,7 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
             d["metrics"] = evaluate(descendant_net(arch, full, d["widths"], b), ds)
             del d["state"]
         return dict(full=full, desc=desc)
-    lad = ck.get("ladder", do_grow, ("grow", "grow_last"))
+    lad = ck.get("ladder", do_grow, ("grow", "grow_last", "grow_init", "kd"))
     timings["grow"] = time.time() - t
     full, desc = lad["full"], lad["desc"]
     for d in desc:
@@ -193,9 +198,14 @@ def run_app(task: str, out: Path, work_root: Path, tiny: bool, floor, resume: bo
 
     # 4. ablation baselines at the same sizes
     t = time.time()
-    abl = ck.get("ablation", lambda: ablation(task, arch, van["state"],
-                                              [d["widths"] for d in desc[:-1]], ds, cfg, log, lane),
-                 ("finetune", "scratch"))
+    if no_ablation:
+        abl = [dict(l1_finetune=None, scratch=None) for _ in desc[:-1]]
+    else:
+        abl = ck.get("ablation", lambda: ablation(task, arch, van["state"],
+                                                  [d["widths"] for d in desc[:-1]], ds, cfg, log,
+                                                  lane),
+                     ("finetune", "scratch", "kd"), parent="roadmap",
+                     extra=[[list(d["widths"].values()) for d in desc[:-1]]])
     timings["ablation"] = time.time() - t
 
     # 5. export into a temp folder, verify, rename into place
@@ -337,10 +347,10 @@ def export_app(task, cfg, arch, ds, van, full, desc, abl, out: Path, log, tiny):
 
 # ----------------------------------------------------------------------------- CLI
 def _worker(args):
-    task, out, work, tiny, floor, resume, lane = args
+    task, out, work, tiny, floor, resume, lane, no_abl = args
     try:
         return dict(task=task, ok=True, summary=run_app(task, Path(out), Path(work), tiny, floor,
-                                                       resume, lane))
+                                                       resume, lane, no_abl))
     except PipelineError as e:
         return dict(task=task, ok=False, error=str(e))
     except Exception:
@@ -358,6 +368,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="apps trained in parallel (1 thread each)")
     ap.add_argument("--resume", action="store_true",
                     help="reuse verified stage checkpoints from <out>/.work")
+    ap.add_argument("--no-ablation", action="store_true",
+                    help="skip the ablation baselines (quick experiments only)")
     a = ap.parse_args(argv)
     t0 = time.time()
     try:
@@ -390,7 +402,7 @@ def main(argv=None):
     jobs = max(1, min(a.jobs, len(apps)))
     # longest apps first so the two lanes finish together
     order = sorted(apps, key=lambda t: (not t.startswith("fashion"), apps.index(t)))
-    args = [(t, str(out), str(work), a.tiny, a.floor, a.resume, i % jobs)
+    args = [(t, str(out), str(work), a.tiny, a.floor, a.resume, i % jobs, a.no_ablation)
             for i, t in enumerate(order)]
     if jobs == 1:
         results = [_worker(x) for x in args]

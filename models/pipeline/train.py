@@ -59,8 +59,10 @@ def _bar(total, desc, position):
 def train(net: Net, ds, *, epochs: float, lr: float, seed: int, batch: int = 128,
           samples_per_epoch: int | None = None, wd: float = 5e-5, shift: int = 2,
           hflip: bool = False, masks: dict | None = None, desc: str = "train",
-          position: int = 0):
-    """Adam with warm-up + cosine decay. L2 decay is added to the gradient *through the masks*,
+          position: int = 0, teacher: Net | None = None, kd: dict | None = None):
+    """Adam with warm-up + cosine decay. With a teacher (the vanilla model), the loss is
+    (1-alpha) * cross-entropy + alpha * T^2 * KL(teacher_T || student_T) (knowledge
+    distillation, Hinton et al.). L2 decay is added to the gradient *through the masks*,
     and masked (frozen) entries get a zero gradient, so Adam never moves them (their moments
     stay 0). Returns the final training loss."""
     g = torch.Generator().manual_seed(seed)
@@ -101,7 +103,15 @@ def train(net: Net, ds, *, epochs: float, lr: float, seed: int, batch: int = 128
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=False)
-            loss = F.cross_entropy(net(xb), yb)
+            out = net(xb)
+            loss = F.cross_entropy(out, yb)
+            if teacher is not None and kd:
+                with torch.no_grad():
+                    t_out = teacher(xb)
+                T, alpha = float(kd["T"]), float(kd["alpha"])
+                soft = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(t_out / T, 1),
+                                reduction="batchmean", log_target=True) * (T * T)
+                loss = (1 - alpha) * loss + alpha * soft
             loss.backward()
             with torch.no_grad():
                 for p, m in zip(params, mask_list):
