@@ -13,12 +13,20 @@
 //! - [`runtime`]: the multi-tenant task runtime: mailboxes, workers, share arbiter, counters.
 //! - [`msgs`]: ROS 2 message types with CDR (de)serialisation.
 //! - [`bag`]: rosbag2 reading (MCAP, sqlite3) and MCAP writing.
+//! - [`monitor`]: machine resource readings (/proc, cgroup v2, battery) and the budget they imply.
+//! - [`node`]: node wiring shared by the transports (shutdown on signals, stamps, logging).
+//! - [`transport`]: ROS middleware adapters: pure-Rust DDS (feature `dds`), r2r (feature `r2r`).
+//! - [`rosargs`]: the ROS 2 command line (`--ros-args`), name resolution, remaps, domain id.
 
 pub mod bag;
 pub mod config;
 pub mod model;
+pub mod monitor;
 pub mod msgs;
+pub mod node;
 pub mod preprocess;
 pub mod profile;
+pub mod rosargs;
 pub mod runtime;
 pub mod scheduler;
+pub mod transport;

@@ -1,0 +1,221 @@
+//! `resource_monitor`: publishes the resources the perception node may use.
+//!
+//! Samples this machine (CPU from `/proc/stat`, memory from `/proc/meminfo`, cgroup v2 limits,
+//! battery) or plays a scripted trace, and publishes `nestdnn_msgs/ResourceBudget` on
+//! `nestdnn/resource_budget` (latched) every `period_s` and at once on a significant change.
+//!
+//! ```text
+//! resource_monitor [--trace FILE] [--trace-loop] [--print] [--ros-args ...]
+//! ```
+//! Parameters (params file section `resource_monitor:` or `-p name:=value`):
+//! `period_s` (1.0), `sample_period_s` (0.5), `headroom.cpu_cores` (0.25),
+//! `headroom.memory_mb` (256), `change.cpu_cores` (0.25), `change.memory_fraction` (0.1),
+//! `change.battery` (0.05), `consumers` ([nestdnn_node]), `trace` (""), `trace_loop` (false),
+//! `topic` (nestdnn/resource_budget).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use nestdnn::monitor::{Budget, ChangeRule, Headroom, Monitor, MonitorSettings, Trace};
+use nestdnn::msgs::ResourceBudget;
+use nestdnn::node::{header_now, init_logging, Shutdown};
+use nestdnn::rosargs::{domain_id_from_env, Params, RosArgs};
+use nestdnn::transport::dds::{DdsNode, DdsSettings};
+use nestdnn::transport::Qos;
+
+const NODE: &str = "resource_monitor";
+
+struct Options {
+    period: Duration,
+    sample_period: Duration,
+    rule: ChangeRule,
+    settings: MonitorSettings,
+    trace: Option<(PathBuf, bool)>,
+    topic: String,
+    print: bool,
+}
+
+fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 86400.0) {
+        bail!("parameter {name}: {v} is not a duration in seconds (0 < s < 86400)");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn options(args: &RosArgs, p: &Params) -> anyhow::Result<Options> {
+    let mut trace_file = p.string("trace", "")?;
+    let mut trace_loop = p.bool("trace_loop", false)?;
+    let mut print = false;
+    let mut it = args.user_args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--trace" => {
+                trace_file = it.next().context("--trace needs a file")?.clone();
+            }
+            "--trace-loop" => trace_loop = true,
+            "--print" => print = true,
+            "-h" | "--help" => {
+                println!(
+                    "usage: resource_monitor [--trace FILE] [--trace-loop] [--print] [--ros-args ...]\n\
+                     see the README section \"Resource monitor\" for parameters"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    let mem_mb = p.f64("headroom.memory_mb", 256.0)?;
+    if !(mem_mb.is_finite() && mem_mb >= 0.0) {
+        bail!("parameter headroom.memory_mb: {mem_mb} must be >= 0");
+    }
+    Ok(Options {
+        period: secs("period_s", p.f64("period_s", 1.0)?)?,
+        sample_period: secs("sample_period_s", p.f64("sample_period_s", 0.5)?)?,
+        rule: ChangeRule {
+            cpu_cores: p.f64("change.cpu_cores", 0.25)? as f32,
+            memory_fraction: p.f64("change.memory_fraction", 0.10)?,
+            battery: p.f64("change.battery", 0.05)? as f32,
+        },
+        settings: MonitorSettings {
+            headroom: Headroom {
+                cpu_cores: p.f64("headroom.cpu_cores", 0.25)?,
+                memory_bytes: (mem_mb * 1048576.0) as u64,
+            },
+            consumers: p.strings("consumers", &["nestdnn_node"])?,
+        },
+        trace: (!trace_file.is_empty()).then(|| (PathBuf::from(trace_file), trace_loop)),
+        topic: p.string("topic", "nestdnn/resource_budget")?,
+        print,
+    })
+}
+
+fn to_msg(b: &Budget) -> ResourceBudget {
+    ResourceBudget {
+        header: header_now(""),
+        cpu_cores_available: b.cpu_cores_available,
+        cpu_load: b.cpu_load,
+        memory_available_bytes: b.memory_available_bytes,
+        battery_percentage: b.battery_percentage,
+        power_supply_status: b.power_supply_status,
+    }
+}
+
+/// Where budgets come from: the live machine or a trace.
+enum Source {
+    Live(Monitor),
+    Trace { trace: Trace, start: Instant },
+}
+
+impl Source {
+    /// The current budget (`None` while the live monitor primes its counters).
+    fn budget(&mut self) -> anyhow::Result<Option<Budget>> {
+        match self {
+            Source::Live(m) => Ok(m.read()?.map(|r| m.budget(&r))),
+            Source::Trace { trace, start } => Ok(Some(trace.budget_at(start.elapsed()))),
+        }
+    }
+
+    /// How long to sleep before the next look.
+    fn next_wait(&self, sample: Duration) -> Duration {
+        match self {
+            Source::Live(_) => sample,
+            Source::Trace { trace, start } => trace
+                .next_change(start.elapsed())
+                .map(|d| d.min(sample))
+                .unwrap_or(sample),
+        }
+    }
+}
+
+fn run(shutdown: Shutdown) -> anyhow::Result<()> {
+    let args = RosArgs::parse(std::env::args().skip(1), NODE)?;
+    init_logging(args.log_level);
+    let names = args.name_context(NODE)?;
+    let params = Params::load(&args, &names)?;
+    let opts = options(&args, &params)?;
+    let mut source = match &opts.trace {
+        Some((file, looped)) => {
+            let mut trace = Trace::load(file)?;
+            if *looped {
+                trace = trace.looped(opts.period);
+            }
+            log::info!(
+                "playing trace {} ({} steps)",
+                file.display(),
+                trace.steps.len()
+            );
+            Source::Trace {
+                trace,
+                start: Instant::now(),
+            }
+        }
+        None => {
+            let m = Monitor::new(opts.settings.clone())?;
+            match m.cgroup() {
+                Some(cg) => log::info!("cgroup v2: {}", cg.dir.display()),
+                None => log::info!("no cgroup v2 limits in force"),
+            }
+            Source::Live(m)
+        }
+    };
+    let settings = DdsSettings {
+        domain_id: domain_id_from_env()?,
+        ..DdsSettings::default()
+    };
+    let mut node = DdsNode::new(names, settings)?;
+    let publisher = node.publisher::<ResourceBudget>(&opts.topic, Qos::LATCHED)?;
+    log::info!("publishing budgets on {}", publisher.topic());
+    let mut last: Option<(Budget, Instant)> = None;
+    let mut failures = 0u64;
+    while !shutdown.is_requested() {
+        match source.budget() {
+            Ok(Some(b)) => {
+                let due = match &last {
+                    None => true,
+                    Some((prev, at)) => {
+                        at.elapsed() >= opts.period || opts.rule.significant(prev, &b)
+                    }
+                };
+                if due {
+                    let msg = to_msg(&b);
+                    if opts.print {
+                        println!("{}", serde_json::to_string(&msg).unwrap_or_default());
+                    }
+                    log::debug!("budget {b:?}");
+                    publisher.publish(msg);
+                    last = Some((b, Instant::now()));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    log::warn!("reading the machine failed ({failures} times so far): {e:#}");
+                }
+            }
+        }
+        shutdown.wait_timeout(source.next_wait(opts.sample_period));
+    }
+    drop(publisher);
+    node.shutdown(Duration::from_millis(500));
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let shutdown = match Shutdown::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{NODE}: cannot install signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(shutdown) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{NODE}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

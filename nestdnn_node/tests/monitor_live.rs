@@ -1,0 +1,88 @@
+//! The monitor on the real machine: readings are sane, and a CPU hog (a child process this
+//! test owns and kills by PID) shows up as busy cores and a smaller budget.
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use nestdnn::monitor::{Headroom, Monitor, MonitorSettings, Reading};
+
+fn settings() -> MonitorSettings {
+    MonitorSettings {
+        headroom: Headroom {
+            cpu_cores: 0.0,
+            memory_bytes: 0,
+        },
+        consumers: vec![],
+    }
+}
+
+fn read_over(m: &mut Monitor, d: Duration) -> Reading {
+    m.read().expect("prime");
+    std::thread::sleep(d);
+    m.read()
+        .expect("read")
+        .expect("second sample gives a reading")
+}
+
+struct Hog(Child);
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn real_readings_are_sane() {
+    let mut m = Monitor::new(settings()).unwrap();
+    let r = read_over(&mut m, Duration::from_millis(300));
+    assert!(r.cores_online >= 1.0);
+    assert!(r.busy_cores >= 0.0 && r.busy_cores <= r.cores_online + 1e-9);
+    assert!((0.0..=1.0).contains(&r.cpu_load));
+    assert!(r.mem_available > 0);
+    let b = m.budget(&r);
+    assert!(b.cpu_cores_available >= 0.0);
+    assert!(b.cpu_cores_available as f64 <= r.cores_online + 1e-6);
+    assert!(b.memory_available_bytes > 0);
+}
+
+#[test]
+fn cpu_hog_raises_busy_cores() {
+    let mut m = Monitor::new(settings()).unwrap();
+    let before = read_over(&mut m, Duration::from_millis(1000));
+    let hog = Hog(Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .expect("start hog"));
+    std::thread::sleep(Duration::from_millis(200));
+    let during = read_over(&mut m, Duration::from_millis(1000));
+    let hog_pid = hog.0.id();
+    drop(hog);
+    // The hog takes (nearly) a whole core unless the machine was already saturated.
+    let expected = (before.busy_cores + 0.6).min(during.cores_online - 0.3);
+    assert!(
+        during.busy_cores >= expected,
+        "busy cores before {:.2}, with hog (pid {hog_pid}) {:.2}, expected >= {expected:.2}",
+        before.busy_cores,
+        during.busy_cores
+    );
+    // Consumers are excluded: naming the hog as the consumer gives it back to the budget.
+    let mut m2 = Monitor::new(MonitorSettings {
+        consumers: vec!["sh".into()],
+        ..settings()
+    })
+    .unwrap();
+    let hog = Hog(Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    let r = read_over(&mut m2, Duration::from_millis(1000));
+    drop(hog);
+    assert!(
+        r.consumer_cores > 0.3,
+        "consumer cores {:.2}",
+        r.consumer_cores
+    );
+}

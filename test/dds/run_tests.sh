@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# DDS integration tests: the nodes against an independent DDS implementation (Cyclone DDS,
+# PyPI `cyclonedds`), every participant inside a private network namespace that holds only
+# loopback, so no DDS traffic leaves the machine.
+#
+#   test/dds/run_tests.sh [pytest args]      (needs root for unshare -n; Python env via scripts/py-env.sh)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+py=$(scripts/py-env.sh | tail -1)
+echo "==> building the node binaries (release)"
+cargo build --release -p nestdnn_node --bins --features dds >&2
+export NESTDNN_BIN_DIR="$root/target/release"
+# Cyclone: big enough receive buffers for camera frames (docs/ros2-notes.md P11).
+export CYCLONEDDS_URI='<CycloneDDS><Domain><Internal><SocketReceiveBufferSize min="4MB"/></Internal></Domain></CycloneDDS>'
+export ROS_DISTRO=${ROS_DISTRO:-jazzy}
+echo "==> DDS tests in a private network namespace"
+exec unshare -n bash -c 'set -e; ip link set lo up; ip link set lo multicast on; ip route add 224.0.0.0/4 dev lo; exec "$@"' _ \
+  "$py" -m pytest -q -p no:cacheprovider "$root/test/dds" "$@"
