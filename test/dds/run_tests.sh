@@ -4,13 +4,16 @@
 # loopback, so no DDS traffic leaves the machine.
 #
 #   test/dds/run_tests.sh [pytest args]      (needs root for unshare -n; Python env via scripts/py-env.sh)
+#   NESTDNN_BIN_DIR=target/debug test/dds/run_tests.sh   (use already-built binaries)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 py=$(scripts/py-env.sh | tail -1)
-echo "==> building the node binaries (release)"
-cargo build --release -p nestdnn_node --bins --features dds >&2
-export NESTDNN_BIN_DIR="$root/target/release"
+if [ -z "${NESTDNN_BIN_DIR:-}" ]; then
+  echo "==> building the node binaries (release)"
+  cargo build --release -p nestdnn_node --bins --features dds >&2
+  export NESTDNN_BIN_DIR="$root/target/release"
+fi
 # Cyclone: big enough receive buffers for camera frames (docs/ros2-notes.md P11).
 export CYCLONEDDS_URI='<CycloneDDS><Domain><Internal><SocketReceiveBufferSize min="4MB"/></Internal></Domain></CycloneDDS>'
 export ROS_DISTRO=${ROS_DISTRO:-jazzy}
