@@ -1,1 +1,581 @@
-//! Placeholder: being built.
+//! ROS image data (raw `sensor_msgs/Image` and `sensor_msgs/CompressedImage`) to model input
+//! tensors: region of interest, resize, colour conversion, normalisation.
+//!
+//! The input structs are plain borrowed views, so the message layer hands its data over
+//! without this module knowing any ROS type:
+//!
+//! ```
+//! use nestdnn::model::{Color, InputSpec};
+//! use nestdnn::preprocess::{Preprocessor, RawImage, Roi};
+//! let spec = InputSpec {
+//!     name: "input".into(), layout: "NCHW".into(), channels: 1, color: Color::Gray,
+//!     height: 28, width: 28, scale: 1.0 / 255.0, mean: vec![0.286], std: vec![0.353],
+//! };
+//! let pre = Preprocessor::new(&spec, Some(Roi { x: 80, y: 0, width: 480, height: 480 })).unwrap();
+//! let pixels = vec![128u8; 640 * 480 * 3];
+//! let frame = RawImage { width: 640, height: 480, encoding: "rgb8", is_bigendian: false,
+//!                        step: 640 * 3, data: &pixels };
+//! let x: Vec<f32> = pre.raw_to_vec(&frame).unwrap();   // 1 x 28 x 28, NCHW
+//! assert_eq!(x.len(), 28 * 28);
+//! ```
+//!
+//! Pipeline: crop the region of interest (clipped to the image), resize it to the model's
+//! `width x height` by area averaging (`image::imageops::thumbnail`: every source pixel counts,
+//! no aliasing when shrinking; interpolation when enlarging), convert the colour (gray =
+//! ITU-R BT.601 luma `0.299 R + 0.587 G + 0.114 B`, as OpenCV and PIL; gray to rgb replicates),
+//! then `x = (v * scale - mean[c]) / std[c]` with `v` the 8-bit pixel value (16-bit values
+//! are mapped to the 8-bit range by `/ 257`). Aspect ratio is not preserved: choose the region
+//! of interest with the model's aspect ratio if that matters.
+//!
+//! Limits: each side at most [`MAX_SIDE`] pixels and at most [`MAX_PIXELS`] pixels in all, for
+//! raw frames and decoded compressed frames alike; anything else is a typed error, never a
+//! panic.
+
+use std::io::Cursor;
+
+use image::flat::{FlatSamples, SampleLayout};
+use image::{
+    imageops, DynamicImage, GenericImageView, ImageBuffer, ImageFormat, Luma, Pixel, Rgb, Rgba,
+};
+
+use crate::model::{Color, InputSpec};
+
+/// Largest accepted image side, in pixels.
+pub const MAX_SIDE: u32 = 16384;
+/// Largest accepted image area, in pixels (256 MP).
+pub const MAX_PIXELS: u64 = 256 * 1024 * 1024;
+/// Largest allocation a compressed-image decoder may make.
+pub const MAX_DECODE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// A raw image, as in `sensor_msgs/Image`.
+#[derive(Debug, Clone, Copy)]
+pub struct RawImage<'a> {
+    /// Columns, pixels.
+    pub width: u32,
+    /// Rows, pixels.
+    pub height: u32,
+    /// `rgb8`, `bgr8`, `rgba8`, `bgra8`, `mono8` (or `8UC1`), `mono16` (or `16UC1`).
+    pub encoding: &'a str,
+    /// Byte order of 16-bit samples.
+    pub is_bigendian: bool,
+    /// Bytes per row (at least `width * bytes per pixel`).
+    pub step: u32,
+    /// Pixel rows, at least `step * height` bytes.
+    pub data: &'a [u8],
+}
+
+/// A compressed image, as in `sensor_msgs/CompressedImage`.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressedImage<'a> {
+    /// `jpeg`, `png`, or image_transport's `"<enc>; jpeg compressed <enc>"` forms; empty means
+    /// "detect from the data".
+    pub format: &'a str,
+    /// The encoded file.
+    pub data: &'a [u8],
+}
+
+/// Region of interest in pixels. A zero `width` or `height` extends to the image edge (so
+/// all zeros is the whole image, as in `sensor_msgs/RegionOfInterest`); a region reaching past
+/// the image is clipped to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Roi {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Columns (0 = to the right edge).
+    pub width: u32,
+    /// Rows (0 = to the bottom edge).
+    pub height: u32,
+}
+
+/// Why a frame could not be turned into a model input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PreprocessError {
+    /// The encoding is not one of the supported ones.
+    #[error("unsupported encoding {encoding:?} (supported: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, mono16, 16UC1)")]
+    UnknownEncoding {
+        /// The encoding given.
+        encoding: String,
+    },
+    /// Width or height is zero.
+    #[error("image is {width}x{height}: width and height must be > 0")]
+    ZeroSize {
+        /// Columns.
+        width: u32,
+        /// Rows.
+        height: u32,
+    },
+    /// Width, height or area beyond the limits.
+    #[error("image is {width}x{height}: the limit is {MAX_SIDE} per side and {MAX_PIXELS} pixels")]
+    TooLarge {
+        /// Columns.
+        width: u64,
+        /// Rows.
+        height: u64,
+    },
+    /// `step` is smaller than a row of pixels.
+    #[error("step {step} is smaller than width x bytes per pixel = {min}")]
+    StepTooSmall {
+        /// Bytes per row given.
+        step: u32,
+        /// Bytes one row of pixels needs.
+        min: u64,
+    },
+    /// `data` is shorter than `step * height`.
+    #[error("data has {len} bytes, step x height needs {need}")]
+    DataTooShort {
+        /// Bytes given.
+        len: usize,
+        /// Bytes needed.
+        need: u64,
+    },
+    /// The region of interest starts outside the image.
+    #[error("region of interest {roi:?} starts outside the {width}x{height} image")]
+    RoiOutside {
+        /// The region.
+        roi: Roi,
+        /// Image columns.
+        width: u32,
+        /// Image rows.
+        height: u32,
+    },
+    /// The compressed format is not jpeg or png.
+    #[error("unsupported compressed format {format:?} (supported: jpeg, png)")]
+    UnknownFormat {
+        /// The format string given.
+        format: String,
+    },
+    /// The compressed data could not be decoded.
+    #[error("cannot decode {format} data: {reason}")]
+    Decode {
+        /// `jpeg` or `png`.
+        format: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The output buffer has the wrong length.
+    #[error("output buffer has {got} values, the model input needs {expected}")]
+    OutputLength {
+        /// `C*H*W`.
+        expected: usize,
+        /// Given.
+        got: usize,
+    },
+    /// The input spec cannot be served (validated manifests never hit this).
+    #[error("invalid input spec: {what}")]
+    InvalidSpec {
+        /// What is wrong.
+        what: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    Gray,
+    Rgb,
+    Bgr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Mono8,
+    Mono16,
+    Rgb8,
+    Bgr8,
+    Rgba8,
+    Bgra8,
+}
+
+impl Encoding {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "mono8" | "8UC1" => Encoding::Mono8,
+            "mono16" | "16UC1" => Encoding::Mono16,
+            "rgb8" => Encoding::Rgb8,
+            "bgr8" => Encoding::Bgr8,
+            "rgba8" => Encoding::Rgba8,
+            "bgra8" => Encoding::Bgra8,
+            _ => return None,
+        })
+    }
+
+    fn bytes_per_pixel(self) -> u64 {
+        match self {
+            Encoding::Mono8 => 1,
+            Encoding::Mono16 => 2,
+            Encoding::Rgb8 | Encoding::Bgr8 => 3,
+            Encoding::Rgba8 | Encoding::Bgra8 => 4,
+        }
+    }
+}
+
+fn check_dims(width: u32, height: u32) -> Result<(), PreprocessError> {
+    if width == 0 || height == 0 {
+        return Err(PreprocessError::ZeroSize { width, height });
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
+        return Err(PreprocessError::TooLarge {
+            width: width as u64,
+            height: height as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Turns frames into one model's input; cheap to clone, no interior state.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    color: Color,
+    width: u32,
+    height: u32,
+    roi: Option<Roi>,
+    /// `x = v * gain[c] + offset[c]`.
+    gain: [f32; 3],
+    offset: [f32; 3],
+}
+
+impl Preprocessor {
+    /// A pre-processor for a model input `spec` (from the manifest) and an optional region of
+    /// interest.
+    ///
+    /// # Errors
+    /// [`PreprocessError::InvalidSpec`] if the spec is inconsistent (a validated manifest's
+    /// spec never is).
+    pub fn new(spec: &InputSpec, roi: Option<Roi>) -> Result<Self, PreprocessError> {
+        let bad = |what: String| Err(PreprocessError::InvalidSpec { what });
+        let channels = match spec.color {
+            Color::Gray => 1,
+            Color::Rgb => 3,
+        };
+        if spec.channels != channels || spec.mean.len() != channels || spec.std.len() != channels {
+            return bad(format!(
+                "color {:?} needs {channels} channel(s) and as many mean/std values",
+                spec.color
+            ));
+        }
+        if spec.width == 0
+            || spec.height == 0
+            || spec.width > MAX_SIDE as usize
+            || spec.height > MAX_SIDE as usize
+        {
+            return bad(format!("input size {}x{}", spec.width, spec.height));
+        }
+        let mut gain = [0.0; 3];
+        let mut offset = [0.0; 3];
+        for c in 0..channels {
+            let (m, s) = (spec.mean[c], spec.std[c]);
+            if !(s.is_finite() && s > 0.0 && m.is_finite() && spec.scale.is_finite()) {
+                return bad(format!("mean {m} / std {s} / scale {}", spec.scale));
+            }
+            gain[c] = spec.scale / s;
+            offset[c] = -m / s;
+        }
+        Ok(Preprocessor {
+            color: spec.color,
+            width: spec.width as u32,
+            height: spec.height as u32,
+            roi,
+            gain,
+            offset,
+        })
+    }
+
+    /// Number of f32 values one output holds (`C * H * W`).
+    pub fn output_len(&self) -> usize {
+        self.channels() * self.width as usize * self.height as usize
+    }
+
+    fn channels(&self) -> usize {
+        match self.color {
+            Color::Gray => 1,
+            Color::Rgb => 3,
+        }
+    }
+
+    /// The region of interest, if any.
+    pub fn roi(&self) -> Option<Roi> {
+        self.roi
+    }
+
+    /// Clipped region `(x, y, w, h)` of an image of `width x height`.
+    fn region(&self, width: u32, height: u32) -> Result<(u32, u32, u32, u32), PreprocessError> {
+        let Some(roi) = self.roi else {
+            return Ok((0, 0, width, height));
+        };
+        if roi.x >= width || roi.y >= height {
+            return Err(PreprocessError::RoiOutside { roi, width, height });
+        }
+        let w = if roi.width == 0 {
+            width - roi.x
+        } else {
+            roi.width.min(width - roi.x)
+        };
+        let h = if roi.height == 0 {
+            height - roi.y
+        } else {
+            roi.height.min(height - roi.y)
+        };
+        Ok((roi.x, roi.y, w, h))
+    }
+
+    /// Converts a raw frame into `out` (`output_len()` values, NCHW).
+    ///
+    /// # Errors
+    /// [`PreprocessError`] for unsupported encodings, bad sizes, short data, a region of
+    /// interest outside the image or a wrong `out` length.
+    pub fn raw(&self, img: &RawImage<'_>, out: &mut [f32]) -> Result<(), PreprocessError> {
+        self.check_out(out)?;
+        let enc =
+            Encoding::parse(img.encoding).ok_or_else(|| PreprocessError::UnknownEncoding {
+                encoding: img.encoding.to_string(),
+            })?;
+        check_dims(img.width, img.height)?;
+        let min = img.width as u64 * enc.bytes_per_pixel();
+        if (img.step as u64) < min {
+            return Err(PreprocessError::StepTooSmall {
+                step: img.step,
+                min,
+            });
+        }
+        let need = img.step as u64 * img.height as u64;
+        if (img.data.len() as u64) < need {
+            return Err(PreprocessError::DataTooShort {
+                len: img.data.len(),
+                need,
+            });
+        }
+        let region = self.region(img.width, img.height)?;
+        let data = &img.data[..need as usize];
+        match enc {
+            Encoding::Mono8 => self.view_u8::<Luma<u8>>(data, img, 1, region, Order::Gray, out),
+            Encoding::Rgb8 => self.view_u8::<Rgb<u8>>(data, img, 3, region, Order::Rgb, out),
+            Encoding::Bgr8 => self.view_u8::<Rgb<u8>>(data, img, 3, region, Order::Bgr, out),
+            Encoding::Rgba8 => self.view_u8::<Rgba<u8>>(data, img, 4, region, Order::Rgb, out),
+            Encoding::Bgra8 => self.view_u8::<Rgba<u8>>(data, img, 4, region, Order::Bgr, out),
+            Encoding::Mono16 => {
+                let (x, y, w, h) = region;
+                let mut px = Vec::with_capacity(w as usize * h as usize);
+                for row in y..y + h {
+                    let start = row as usize * img.step as usize + x as usize * 2;
+                    let bytes = &data[start..start + w as usize * 2];
+                    px.extend(bytes.chunks_exact(2).map(|b| {
+                        if img.is_bigendian {
+                            u16::from_be_bytes([b[0], b[1]])
+                        } else {
+                            u16::from_le_bytes([b[0], b[1]])
+                        }
+                    }));
+                }
+                let buf: ImageBuffer<Luma<u16>, Vec<u16>> =
+                    ImageBuffer::from_raw(w, h, px).ok_or(PreprocessError::TooLarge {
+                        width: w as u64,
+                        height: h as u64,
+                    })?;
+                self.crop_resize_16(&buf, (0, 0, w, h), out);
+                Ok(())
+            }
+        }
+    }
+
+    /// Like [`Preprocessor::raw`], returning a new vector.
+    ///
+    /// # Errors
+    /// As [`Preprocessor::raw`].
+    pub fn raw_to_vec(&self, img: &RawImage<'_>) -> Result<Vec<f32>, PreprocessError> {
+        let mut out = vec![0.0; self.output_len()];
+        self.raw(img, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a compressed frame (jpeg or png) into `out`.
+    ///
+    /// # Errors
+    /// [`PreprocessError::UnknownFormat`], [`PreprocessError::Decode`], size limits, a region
+    /// of interest outside the image, a wrong `out` length.
+    pub fn compressed(
+        &self,
+        img: &CompressedImage<'_>,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        self.check_out(out)?;
+        let f = img.format.to_ascii_lowercase();
+        let format = if f.contains("compresseddepth") {
+            return Err(PreprocessError::UnknownFormat {
+                format: img.format.to_string(),
+            });
+        } else if f.contains("png") {
+            ImageFormat::Png
+        } else if f.contains("jpeg") || f.contains("jpg") {
+            ImageFormat::Jpeg
+        } else if f.trim().is_empty() {
+            match image::guess_format(img.data) {
+                Ok(g @ (ImageFormat::Png | ImageFormat::Jpeg)) => g,
+                _ => {
+                    return Err(PreprocessError::UnknownFormat {
+                        format: img.format.to_string(),
+                    })
+                }
+            }
+        } else {
+            return Err(PreprocessError::UnknownFormat {
+                format: img.format.to_string(),
+            });
+        };
+        let name = if format == ImageFormat::Png {
+            "png"
+        } else {
+            "jpeg"
+        };
+        let decode_err = |e: image::ImageError| PreprocessError::Decode {
+            format: name,
+            reason: e.to_string(),
+        };
+        let mut reader = image::ImageReader::with_format(Cursor::new(img.data), format);
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        let decoded = reader.decode().map_err(decode_err)?;
+        check_dims(decoded.width(), decoded.height())?;
+        let region = self.region(decoded.width(), decoded.height())?;
+        match decoded {
+            DynamicImage::ImageLuma8(b) => self.crop_resize(&b, region, Order::Gray, out),
+            DynamicImage::ImageRgb8(b) => self.crop_resize(&b, region, Order::Rgb, out),
+            DynamicImage::ImageRgba8(b) => self.crop_resize(&b, region, Order::Rgb, out),
+            DynamicImage::ImageLuma16(b) => self.crop_resize_16(&b, region, out),
+            DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLumaA16(_) => {
+                let b = decoded.to_luma8();
+                self.crop_resize(&b, region, Order::Gray, out)
+            }
+            other => {
+                let b = other.to_rgb8();
+                self.crop_resize(&b, region, Order::Rgb, out)
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Preprocessor::compressed`], returning a new vector.
+    ///
+    /// # Errors
+    /// As [`Preprocessor::compressed`].
+    pub fn compressed_to_vec(
+        &self,
+        img: &CompressedImage<'_>,
+    ) -> Result<Vec<f32>, PreprocessError> {
+        let mut out = vec![0.0; self.output_len()];
+        self.compressed(img, &mut out)?;
+        Ok(out)
+    }
+
+    fn check_out(&self, out: &[f32]) -> Result<(), PreprocessError> {
+        if out.len() != self.output_len() {
+            return Err(PreprocessError::OutputLength {
+                expected: self.output_len(),
+                got: out.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn view_u8<P: Pixel<Subpixel = u8> + 'static>(
+        &self,
+        data: &[u8],
+        img: &RawImage<'_>,
+        channels: u8,
+        region: (u32, u32, u32, u32),
+        order: Order,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        let flat = FlatSamples {
+            samples: data,
+            layout: SampleLayout {
+                channels,
+                channel_stride: 1,
+                width: img.width,
+                width_stride: channels as usize,
+                height: img.height,
+                height_stride: img.step as usize,
+            },
+            color_hint: None,
+        };
+        // Sizes were checked above; `as_view` checks again that every pixel is in `data`.
+        let view = flat
+            .as_view::<P>()
+            .map_err(|_| PreprocessError::DataTooShort {
+                len: data.len(),
+                need: img.step as u64 * img.height as u64,
+            })?;
+        self.crop_resize(&view, region, order, out);
+        Ok(())
+    }
+
+    fn crop_resize<I, P>(
+        &self,
+        img: &I,
+        (x, y, w, h): (u32, u32, u32, u32),
+        order: Order,
+        out: &mut [f32],
+    ) where
+        I: GenericImageView<Pixel = P>,
+        P: Pixel<Subpixel = u8> + 'static,
+    {
+        let sub = imageops::crop_imm(img, x, y, w, h);
+        if (w, h) == (self.width, self.height) {
+            self.finish(&*sub, order, 1.0, out);
+        } else {
+            let small = imageops::thumbnail(&*sub, self.width, self.height);
+            self.finish(&small, order, 1.0, out);
+        }
+    }
+
+    fn crop_resize_16<I>(&self, img: &I, (x, y, w, h): (u32, u32, u32, u32), out: &mut [f32])
+    where
+        I: GenericImageView<Pixel = Luma<u16>>,
+    {
+        const UNIT: f32 = 1.0 / 257.0;
+        let sub = imageops::crop_imm(img, x, y, w, h);
+        if (w, h) == (self.width, self.height) {
+            self.finish(&*sub, Order::Gray, UNIT, out);
+        } else {
+            let small = imageops::thumbnail(&*sub, self.width, self.height);
+            self.finish(&small, Order::Gray, UNIT, out);
+        }
+    }
+
+    /// Colour conversion and normalisation of an image already at the model's size.
+    fn finish<I>(&self, img: &I, order: Order, unit: f32, out: &mut [f32])
+    where
+        I: GenericImageView,
+        <I::Pixel as Pixel>::Subpixel: Into<f32>,
+    {
+        let plane = self.width as usize * self.height as usize;
+        let (ri, bi) = if order == Order::Bgr { (2, 0) } else { (0, 2) };
+        for (x, y, p) in img.pixels() {
+            let i = y as usize * self.width as usize + x as usize;
+            let c = p.channels();
+            let v = |k: usize| -> f32 { c.get(k).map_or(0.0, |s| (*s).into()) * unit };
+            match (self.color, order) {
+                (Color::Gray, Order::Gray) => out[i] = v(0) * self.gain[0] + self.offset[0],
+                (Color::Gray, _) => {
+                    let g = 0.299 * v(ri) + 0.587 * v(1) + 0.114 * v(bi);
+                    out[i] = g * self.gain[0] + self.offset[0];
+                }
+                (Color::Rgb, Order::Gray) => {
+                    let g = v(0);
+                    for k in 0..3 {
+                        out[k * plane + i] = g * self.gain[k] + self.offset[k];
+                    }
+                }
+                (Color::Rgb, _) => {
+                    for (k, src) in [ri, 1, bi].into_iter().enumerate() {
+                        out[k * plane + i] = v(src) * self.gain[k] + self.offset[k];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -64,7 +64,7 @@ impl Fixtures {
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         Self::from_bytes(path, &bytes)
     }

@@ -197,7 +197,7 @@ impl Manifest {
     pub fn from_yaml(path: &Path, text: &str) -> Result<Self, ModelError> {
         let m: Manifest = serde_yaml::from_str(text).map_err(|e| ModelError::Manifest {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         m.validate(path)?;
         Ok(m)
@@ -366,11 +366,19 @@ impl Manifest {
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         for (k, d) in self.descendants.iter().enumerate() {
-            if d.name.is_empty() || d.name == "vanilla" || !names.insert(d.name.as_str()) {
+            let charset_ok = d
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if d.name.is_empty()
+                || d.name == "vanilla"
+                || !charset_ok
+                || !names.insert(d.name.as_str())
+            {
                 return Err(invalid(
                     path,
                     format!(
-                        "descendant #{k} name {:?} is empty, duplicated or reserved",
+                        "descendant #{k} name {:?} is empty, duplicated, reserved (vanilla) or not made of A-Z a-z 0-9 _ . -",
                         d.name
                     ),
                 ));

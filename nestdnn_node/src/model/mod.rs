@@ -51,22 +51,20 @@ use crate::profile::alloc::ThreadMeasure;
 #[non_exhaustive]
 pub enum ModelError {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (shown in the message, so not a `source`).
+        error: std::io::Error,
     },
     /// `manifest.yaml` is not valid YAML or does not match the schema.
-    #[error("{}: not a valid manifest (see docs/model-format.md): {source}", path.display())]
+    #[error("{}: not a valid manifest (see docs/model-format.md): {error}", path.display())]
     Manifest {
         /// The manifest file.
         path: PathBuf,
-        /// The parse error, with line and column.
-        #[source]
-        source: serde_yaml::Error,
+        /// The parse error, with line and column (shown in the message).
+        error: serde_yaml::Error,
     },
     /// The manifest disagrees with itself or with the model files.
     #[error("{}: {what}", path.display())]
@@ -135,7 +133,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 fn read(path: &Path) -> Result<Vec<u8>, ModelError> {
     std::fs::read(path).map_err(|e| ModelError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     })
 }
 
@@ -188,7 +186,7 @@ pub fn models_dir() -> PathBuf {
 pub fn find_models(root: &Path) -> Result<Vec<PathBuf>, ModelError> {
     let io = |e| ModelError::Io {
         path: root.to_path_buf(),
-        source: e,
+        error: e,
     };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io)? {

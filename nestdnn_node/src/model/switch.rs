@@ -129,7 +129,7 @@ impl ModelSlot {
                     .spawn(move || builder(s, rx))
                     .map_err(|e| ModelError::Io {
                         path: model.dir().to_path_buf(),
-                        source: e,
+                        error: e,
                     })?;
                 Ok(ModelSlot {
                     shared,

@@ -1,2 +1,102 @@
-//! `nestdnn` command-line tool (placeholder; subcommands are added per module).
-fn main() {}
+//! `nestdnn`: command-line tool of the NestDNN package.
+//!
+//! One subcommand per module file beside this one: add a variant to [`Command`] whose payload
+//! is the module's `Args` (a `clap::Args`) and a match arm calling the module's
+//! `run(args) -> anyhow::Result<()>`.
+
+mod export;
+mod inspect;
+mod profile;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Measures plan memory for `nestdnn profile` (see `nestdnn::profile::alloc`).
+#[global_allocator]
+static ALLOC: nestdnn::profile::alloc::CountingAlloc = nestdnn::profile::alloc::CountingAlloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nestdnn",
+    version,
+    about = "NestDNN: resource-aware multi-tenant CNN inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a model's capacity ladder (validates the model folder).
+    Inspect(inspect::Args),
+    /// Measure every descendant on this machine (cached per model and CPU).
+    Profile(profile::Args),
+    /// Write every descendant as a standalone ONNX file (sliced, BN folded).
+    #[command(hide = true)]
+    ExportDescendant(export::Args),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::ExportDescendant(a) => export::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`nestdnn ... | head`) is not an error.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Formats `rows` as a table with columns padded to their widest cell; the first column is
+/// left-aligned, the others right-aligned.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i == 0 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        text.push_str(parts.join("  ").trim_end());
+        text.push('\n');
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    text
+}
