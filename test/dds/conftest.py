@@ -92,3 +92,41 @@ def wait_for(pred, timeout, step=0.05):
             return v
         time.sleep(step)
     return pred()
+
+
+def models_dir():
+    """Folder with fashion_vgg/ and digits_vgg/ models: $NESTDNN_MODELS, the committed
+    models/, or a tiny pipeline run made once into target/dds-models (about a minute)."""
+    cands = [os.environ.get("NESTDNN_MODELS", ""), os.path.join(ROOT, "models"),
+             os.path.join(ROOT, "target", "dds-models")]
+    for c in cands:
+        if c and all(os.path.exists(os.path.join(c, a, "manifest.yaml")) for a in ("fashion_vgg", "digits_vgg")):
+            return c
+    out = os.path.join(ROOT, "target", "dds-models")
+    subprocess.run([os.path.join(ROOT, "models", "regenerate"), "--tiny", "--apps", "fashion_vgg,digits_vgg",
+                    "--out", out], check=True)
+    return out
+
+
+NODE_PARAMS = """\
+nestdnn_node:
+  ros__parameters:
+    tasks: [fashion_vgg, digits_vgg]
+    models_dir: {models}
+    default_budget: {{cpu_cores: {cores}, memory_mb: 512.0}}
+    scheduler: {{min_dwell_s: 0.2, idle_timeout_s: 3.0, hysteresis_margin: 0.0, alpha: 1.0, share_step: 0.005}}
+    fashion_vgg: {{image_topic: camera_a/image_raw, target_fps: {fps}}}
+    digits_vgg: {{image_topic: camera_b/image_raw, target_fps: {fps}}}
+"""
+
+
+@pytest.fixture(scope="session")
+def models():
+    return models_dir()
+
+
+def write_params(path, models, cores=2.0, fps=1000.0):
+    """The node's params file. The tiny test models take ~0.1 ms a frame, so the target rate
+    is high (1000 fps) to make CPU budgets of a fraction of a core matter to the planner."""
+    path.write_text(NODE_PARAMS.format(models=models, cores=cores, fps=fps))
+    return str(path)

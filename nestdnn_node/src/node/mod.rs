@@ -1,6 +1,9 @@
-//! Node wiring shared by the transports: process-level helpers (shutdown, logging, stamps).
+//! Node wiring shared by the transports: shutdown on
+//! signals, throttled logging, stamps.
+
 
 pub mod shutdown;
+pub mod throttle;
 
 pub use shutdown::Shutdown;
 

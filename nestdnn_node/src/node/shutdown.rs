@@ -3,8 +3,8 @@
 //! [`Shutdown::install`] blocks both signals in the calling thread (call it first in `main`,
 //! before any thread exists, so every thread inherits the mask) and waits for them on a
 //! dedicated thread with `sigwait`. The first signal sets the flag and wakes waiters, so the
-//! node can finish or count pending frames and close its participant; a second signal exits
-//! at once with status 130.
+//! node can finish or count pending frames and close its participant; a second signal (more
+//! than a second later) exits at once with status 130.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,19 +58,31 @@ impl Shutdown {
         let s2 = s.clone();
         std::thread::Builder::new()
             .name("signals".into())
-            .spawn(move || loop {
-                let mut sig: libc::c_int = 0;
-                // SAFETY: `set` is a valid initialised signal set; `sig` is a valid out pointer.
-                let rc = unsafe { libc::sigwait(&set, &mut sig) };
-                if rc != 0 {
-                    continue;
+            .spawn(move || {
+                let mut first: Option<std::time::Instant> = None;
+                loop {
+                    let mut sig: libc::c_int = 0;
+                    // SAFETY: `set` is a valid initialised signal set; `sig` a valid out pointer.
+                    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+                    if rc != 0 {
+                        continue;
+                    }
+                    match first {
+                        // The same signal often arrives twice at once (to the process and
+                        // to its group, e.g. from `timeout` or a terminal): only a repeat
+                        // after a second means "now".
+                        Some(t) if t.elapsed() >= Duration::from_secs(1) => {
+                            log::warn!("second signal {sig}: exiting now");
+                            std::process::exit(130);
+                        }
+                        Some(_) => {}
+                        None => {
+                            log::info!("signal {sig}: shutting down");
+                            first = Some(std::time::Instant::now());
+                            s2.request();
+                        }
+                    }
                 }
-                if s2.is_requested() {
-                    log::warn!("second signal {sig}: exiting now");
-                    std::process::exit(130);
-                }
-                log::info!("signal {sig}: shutting down");
-                s2.request();
             })?;
         Ok(s)
     }

@@ -172,6 +172,8 @@ pub struct DdsNode {
     thread: Option<JoinHandle<()>>,
     /// Publisher tasks still draining their queue.
     live_publishers: Arc<AtomicUsize>,
+    /// Closes each publisher's queue (queued messages are still sent).
+    closers: Vec<Box<dyn Fn() + Send>>,
     node: Option<Node>,
     context: Option<Context>,
 }
@@ -230,6 +232,7 @@ impl DdsNode {
             stop_tx,
             thread: Some(thread),
             live_publishers: Arc::new(AtomicUsize::new(0)),
+            closers: Vec::new(),
             node: Some(node),
             context: Some(context),
         })
@@ -373,6 +376,10 @@ impl DdsNode {
                 live.fetch_sub(1, Ordering::SeqCst);
             })
             .detach();
+        let closer = tx.clone();
+        self.closers.push(Box::new(move || {
+            closer.close();
+        }));
         log::debug!("publishing on {full} ({})", M::TYPE_NAME);
         Ok(DdsPublisher {
             tx,
@@ -381,9 +388,10 @@ impl DdsNode {
         })
     }
 
-    /// Shuts the node down: waits up to `grace` for publishers whose handles were all dropped
-    /// to send what they queued, stops the executor (readers and the spinner), then closes the
-    /// node and the participant (which tells peers we left).
+    /// Shuts the node down: closes every publisher queue and waits up to `grace` for what was
+    /// queued to be sent (publishing afterwards fails and is counted), stops the executor
+    /// (readers and the spinner), then closes the node and the participant (which tells peers
+    /// we left).
     pub fn shutdown(mut self, grace: Duration) {
         self.shutdown_inner(grace);
     }
@@ -392,6 +400,9 @@ impl DdsNode {
         let Some(thread) = self.thread.take() else {
             return;
         };
+        for close in self.closers.drain(..) {
+            close();
+        }
         let deadline = Instant::now() + grace;
         while self.live_publishers.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));

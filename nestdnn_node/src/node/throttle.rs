@@ -1,0 +1,77 @@
+//! Throttled logging of bad input: the first occurrence of each kind is logged at once, later
+//! ones at most once per interval with the number suppressed meanwhile (counters keep every
+//! occurrence; logs must not flood under a burst of bad frames).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Per-key log throttle.
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    state: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl Throttle {
+    /// A throttle allowing one message per key per `interval`.
+    pub fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a message of `key` may be logged now; if so, also returns how many were
+    /// suppressed since the last one.
+    pub fn allow(&self, key: &str) -> Option<u64> {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        match st.get_mut(key) {
+            None => {
+                // Keys are bounded by the code paths that call this (kind + task), not input.
+                st.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+            Some((last, suppressed)) => {
+                if now.duration_since(*last) >= self.interval {
+                    let n = *suppressed;
+                    *last = now;
+                    *suppressed = 0;
+                    Some(n)
+                } else {
+                    *suppressed += 1;
+                    None
+                }
+            }
+        }
+    }
+
+    /// Logs `msg` at warn level under `key` if allowed.
+    pub fn warn(&self, key: &str, msg: impl FnOnce() -> String) {
+        if let Some(n) = self.allow(key) {
+            if n > 0 {
+                log::warn!("{} ({n} more like this suppressed)", msg());
+            } else {
+                log::warn!("{}", msg());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_per_key() {
+        let t = Throttle::new(Duration::from_millis(50));
+        assert_eq!(t.allow("a"), Some(0));
+        assert_eq!(t.allow("a"), None);
+        assert_eq!(t.allow("a"), None);
+        assert_eq!(t.allow("b"), Some(0));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.allow("a"), Some(2));
+    }
+}

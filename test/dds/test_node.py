@@ -1,0 +1,129 @@
+"""nestdnn_node over DDS against Cyclone DDS peers: a camera driver (two cameras, best effort,
+30 Hz) and an operator (budgets, priorities)."""
+import os
+import time
+
+import pytest
+
+import rosdds as r
+from conftest import binary, write_params
+from peers import Camera, Collector, Fixtures, budget, priority
+
+STARTUP_S = 120  # first start profiles the models (cached afterwards)
+
+
+@pytest.fixture
+def node(procs, models, tmp_path, dp):
+    """Starts the node; returns (proc, plans collector)."""
+    params = write_params(tmp_path / "params.yaml", models)
+    proc = procs([binary("nestdnn_node"), "--ros-args", "--params-file", params], name="node")
+    plans = Collector(dp, "/nestdnn/plan", r.Plan, r.LATCHED_READER)
+    assert plans.wait(lambda p: p, STARTUP_S), "no plan: " + proc.text()
+    return proc, plans
+
+
+@pytest.fixture
+def cameras(dp, models):
+    fa, fb = Fixtures(f"{models}/fashion_vgg"), Fixtures(f"{models}/digits_vgg")
+    ca = Camera(dp, "/camera_a/image_raw", fa)
+    cb = Camera(dp, "/camera_b/image_raw", fb)
+    ca.start()
+    cb.start()
+    yield {"fashion_vgg": (ca, fa), "digits_vgg": (cb, fb)}
+    ca.stop()
+    cb.stop()
+
+
+def running(plan):
+    return {t.task: t for t in plan.tasks if not t.paused}
+
+
+def settle(plans, pred, timeout=15):
+    """Waits until the latest plan satisfies `pred` (plans may come in a burst)."""
+    ok = plans.wait(lambda ps: ps and pred(ps[-1]), timeout)
+    return plans.items[-1] if ok else None
+
+
+def test_results_come_back_correct(node, cameras, dp):
+    proc, plans = node
+    results = {t: Collector(dp, f"/nestdnn/{t}/result", r.InferenceResult, r.RELIABLE_READER) for t in cameras}
+    classes = {t: Collector(dp, f"/nestdnn/{t}/classification", r.Classification, r.RELIABLE_READER)
+               for t in cameras}
+    labels = {t: Collector(dp, f"/nestdnn/{t}/label_info", r.LabelInfo, r.LATCHED_READER) for t in cameras}
+    diags = Collector(dp, "/diagnostics", r.DiagnosticArray, r.RELIABLE_READER)
+    for t in cameras:
+        assert results[t].wait(lambda xs: len(xs) >= 60, 30), f"{t}: {len(results[t].items)} results\n" + proc.text()
+    for t, (cam, fx) in cameras.items():
+        names = [c.class_name for c in labels[t].poll()[-1].class_map]
+        assert len(names) == fx.logits["d0"].shape[1]
+        wrong = []
+        for res in results[t].items:
+            index = int(res.header.frame_id.split(":")[0])
+            _, ok = fx.expected(res.descendant, index)
+            if res.class_id not in ok:
+                wrong.append((res.descendant, index, res.class_id, ok))
+            assert res.task == t and res.class_name == names[res.class_id]
+            assert res.header.stamp.sec > 0 and res.latency_total_ms > 0
+        assert not wrong, f"{t}: {len(wrong)} of {len(results[t].items)} wrong, e.g. {wrong[:3]}"
+        print(t, len(results[t].items), "results checked, descendants", sorted({x.descendant for x in results[t].items}))
+        cls = classes[t].poll()
+        assert cls and all(len(c.results) == 1 for c in cls)
+        by_frame = {x.header.frame_id: x for x in results[t].items}
+        matched = [c for c in cls if c.header.frame_id in by_frame]
+        assert matched and all(c.results[0].class_id == by_frame[c.header.frame_id].class_name for c in matched)
+    assert diags.wait(lambda ds: any(len(d.status) >= 3 for d in ds), 5)
+    names = {s.name for d in diags.items for s in d.status}
+    assert {"nestdnn_node: fashion_vgg", "nestdnn_node: digits_vgg"} <= names
+    assert proc.alive()
+
+
+def test_budget_and_priority_replan(node, cameras, dp):
+    proc, plans = node
+    op_budget = r.writer(dp, "/nestdnn/resource_budget", r.ResourceBudget, r.LATCHED)
+    op_prio = r.writer(dp, "/nestdnn/task_priority", r.TaskPriority, r.RELIABLE)
+    assert settle(plans, lambda p: len(running(p)) == 2, 20), "tasks never both ran: " + proc.text()
+    time.sleep(1.0)
+
+    op_budget.write(budget(4.0))
+    big = settle(plans, lambda p: abs(p.cpu_cores_budget - 4.0) < 1e-3 and len(running(p)) == 2)
+    assert big, proc.text()
+    time.sleep(1.0)
+    big = plans.poll()[-1]
+    big_idx = {t.task: t.descendant_index for t in big.tasks}
+    cost = {t.task: t.cost_cores for t in big.tasks}  # cores for target fps on the big descendants
+
+    small_cores = 0.55 * sum(cost.values())
+    op_budget.write(budget(small_cores))
+    small = settle(plans, lambda p: abs(p.cpu_cores_budget - small_cores) < 1e-3)
+    assert small, proc.text()
+    time.sleep(1.0)
+    small = plans.poll()[-1]
+    small_idx = {t.task: t.descendant_index for t in small.tasks}
+    print("budget 4.0 ->", big_idx, "budget", round(small_cores, 3), "->", small_idx)
+    assert sum(small_idx.values()) < sum(big_idx.values()), (big_idx, small_idx)
+    assert small.cpu_cores_used <= small_cores + 1e-3
+
+    op_prio.write(priority("digits_vgg", 20.0))
+    pr = settle(plans, lambda p: p.trigger.startswith("priority_changed") or
+                next(t for t in p.tasks if t.task == "digits_vgg").priority > 19)
+    assert pr, proc.text()
+    time.sleep(1.0)
+    pr = plans.poll()[-1]
+    before = next(t for t in small.tasks if t.task == "digits_vgg")
+    after = next(t for t in pr.tasks if t.task == "digits_vgg")
+    print("digits_vgg priority 1 -> 20:", (before.descendant_index, before.share_cores),
+          "->", (after.descendant_index, after.share_cores))
+    assert (after.descendant_index, after.share_cores) > (before.descendant_index, before.share_cores), (before, after)
+
+    op_prio.write(priority("fashion_vgg", 0.0, enabled=False))
+    off = settle(plans, lambda p: not next(t for t in p.tasks if t.task == "fashion_vgg").enabled)
+    assert off, proc.text()
+    res = Collector(dp, "/nestdnn/fashion_vgg/result", r.InferenceResult, r.RELIABLE_READER)
+    time.sleep(1.0)
+    res.poll()
+    res.items.clear()
+    time.sleep(1.5)
+    assert not res.poll(), "a disabled task still publishes results"
+    other = Collector(dp, "/nestdnn/digits_vgg/result", r.InferenceResult, r.RELIABLE_READER)
+    assert other.wait(lambda xs: len(xs) >= 5, 5), "the other task stopped too"
+    assert proc.alive()
