@@ -682,6 +682,7 @@ impl<'s> Walker<'s, '_> {
             Arity::Single => return self.elem(&f.ty),
             Arity::Fixed(n) => n as u64,
             Arity::Unbounded | Arity::Bounded(_) => {
+                self.align(4)?;
                 let at = self.pos;
                 let n = u64::from(self.u32()?);
                 if let Arity::Bounded(bound) = f.arity {
@@ -739,6 +740,7 @@ impl<'s> Walker<'s, '_> {
                 Ok(())
             }
             ElemType::String { bound } => {
+                self.align(4)?;
                 let at = self.pos;
                 let n = self.u32()? as usize;
                 if n > self.left() {
@@ -779,6 +781,7 @@ impl<'s> Walker<'s, '_> {
                 Ok(())
             }
             ElemType::WString { bound } => {
+                self.align(4)?;
                 let at = self.pos;
                 let n = u64::from(self.u32()?);
                 if let Some(bound) = bound {
