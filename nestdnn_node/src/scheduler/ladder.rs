@@ -1,0 +1,166 @@
+//! Capacity ladders (what each descendant costs and delivers) and task specifications.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::SchedulerError;
+use crate::model::SwitchPolicy;
+
+/// One descendant as the scheduler sees it: accuracy from the manifest, latency, build time and
+/// plan memory from the on-device profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rung {
+    /// Descendant name, e.g. `d3`.
+    pub name: String,
+    /// Top-1 accuracy, fraction 0..1.
+    pub accuracy: f64,
+    /// Median single-frame inference latency on one core, seconds (> 0).
+    pub latency_s: f64,
+    /// Build time of the descendant's plan (on-demand switch cost), seconds (>= 0).
+    pub build_s: f64,
+    /// Bytes the built plan keeps in memory.
+    pub plan_bytes: u64,
+}
+
+/// A task's capacity ladder, in manifest order (index = descendant index).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ladder {
+    rungs: Vec<Rung>,
+    master_bytes: u64,
+    best_accuracy: f64,
+}
+
+impl Ladder {
+    /// Builds and checks a ladder. `master_bytes` is what an on-demand slot keeps besides its
+    /// active plan (the decoded master weights); `None` uses the largest `plan_bytes`.
+    ///
+    /// # Errors
+    /// [`SchedulerError::EmptyLadder`]; [`SchedulerError::InvalidRung`] if an accuracy is not in
+    /// [0, 1], a latency is not finite and > 0, or a build time is not finite and >= 0.
+    pub fn new(
+        task: &str,
+        rungs: Vec<Rung>,
+        master_bytes: Option<u64>,
+    ) -> Result<Self, SchedulerError> {
+        if rungs.is_empty() {
+            return Err(SchedulerError::EmptyLadder {
+                task: task.to_string(),
+            });
+        }
+        if rungs.len() > u16::MAX as usize {
+            return Err(SchedulerError::InvalidRung {
+                task: task.to_string(),
+                descendant: String::new(),
+                field: "ladder length",
+                value: rungs.len().to_string(),
+                allowed: "at most 65535 descendants",
+            });
+        }
+        for r in &rungs {
+            let bad = |field, value: f64, allowed| SchedulerError::InvalidRung {
+                task: task.to_string(),
+                descendant: r.name.clone(),
+                field,
+                value: value.to_string(),
+                allowed,
+            };
+            if !(r.accuracy.is_finite() && (0.0..=1.0).contains(&r.accuracy)) {
+                return Err(bad("accuracy", r.accuracy, "a fraction in [0, 1]"));
+            }
+            if !(r.latency_s.is_finite() && r.latency_s > 0.0) {
+                return Err(bad("latency_s", r.latency_s, "finite and > 0 seconds"));
+            }
+            if !(r.build_s.is_finite() && r.build_s >= 0.0) {
+                return Err(bad("build_s", r.build_s, "finite and >= 0 seconds"));
+            }
+        }
+        let best_accuracy = rungs.iter().map(|r| r.accuracy).fold(0.0, f64::max);
+        let master_bytes =
+            master_bytes.unwrap_or_else(|| rungs.iter().map(|r| r.plan_bytes).max().unwrap_or(0));
+        Ok(Ladder {
+            rungs,
+            master_bytes,
+            best_accuracy,
+        })
+    }
+
+    /// The descendants, in manifest order.
+    pub fn rungs(&self) -> &[Rung] {
+        &self.rungs
+    }
+
+    /// Number of descendants (>= 1).
+    pub fn len(&self) -> usize {
+        self.rungs.len()
+    }
+
+    /// Always false (a ladder has at least one descendant).
+    pub fn is_empty(&self) -> bool {
+        self.rungs.is_empty()
+    }
+
+    /// Index of the largest descendant (the last one; the vanilla architecture).
+    pub fn largest(&self) -> usize {
+        self.rungs.len() - 1
+    }
+
+    /// A_max: the best accuracy in the ladder.
+    pub fn best_accuracy(&self) -> f64 {
+        self.best_accuracy
+    }
+
+    /// Bytes of the master weights an on-demand slot keeps.
+    pub fn master_bytes(&self) -> u64 {
+        self.master_bytes
+    }
+
+    /// Memory a task running descendant `d` holds under `policy`: resident = every plan;
+    /// on-demand = master weights + the active plan. Out-of-range `d` counts as the largest.
+    pub fn memory_bytes(&self, d: usize, policy: SwitchPolicy) -> u64 {
+        match policy {
+            SwitchPolicy::Resident => self.rungs.iter().map(|r| r.plan_bytes).sum(),
+            SwitchPolicy::OnDemand => {
+                let r = self.rungs.get(d).or(self.rungs.last());
+                self.master_bytes + r.map_or(0, |r| r.plan_bytes)
+            }
+        }
+    }
+}
+
+/// One configured task as the planner needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// Task name (unique).
+    pub name: String,
+    /// Weight w_i of the task's cost (> 0).
+    pub priority: f64,
+    /// Desired frame rate; tau_i = 1 / target_fps (> 0).
+    pub target_fps: f64,
+    /// False: never planned until enabled.
+    pub enabled: bool,
+    /// The task's capacity ladder.
+    pub ladder: Arc<Ladder>,
+}
+
+impl TaskSpec {
+    /// Checks priority and target frame rate.
+    ///
+    /// # Errors
+    /// [`SchedulerError::InvalidPriority`], [`SchedulerError::InvalidTargetFps`].
+    pub fn validate(&self) -> Result<(), SchedulerError> {
+        if !(self.priority.is_finite() && self.priority > 0.0) {
+            return Err(SchedulerError::InvalidPriority {
+                task: self.name.clone(),
+                value: self.priority,
+            });
+        }
+        if !(self.target_fps.is_finite() && self.target_fps > 0.0) {
+            return Err(SchedulerError::InvalidTargetFps {
+                task: self.name.clone(),
+                value: self.target_fps,
+            });
+        }
+        Ok(())
+    }
+}
