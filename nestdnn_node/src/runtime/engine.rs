@@ -1,0 +1,200 @@
+//! The model interface the runtime drives, its implementation for [`ModelSlot`], and a
+//! synthetic model that burns a given CPU time per frame (tests, benches, demos).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::model::{ModelError, ModelSlot, PlanState};
+
+/// A result and the descendant that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<O> {
+    /// Descendant index (ladder order) that ran the frame.
+    pub descendant: usize,
+    /// The model's output.
+    pub output: O,
+}
+
+/// What the runtime needs from a task's model. `run` is called on the task's own worker
+/// thread with that thread's state; `request_descendant` from the thread applying a plan, and
+/// must not block for long (on-demand builds happen in the background).
+pub trait InferenceModel: Send + Sync + 'static {
+    /// One frame's input (e.g. a pre-processed tensor, or a camera image to pre-process).
+    type Input: Send + 'static;
+    /// One frame's result.
+    type Output: Send + 'static;
+    /// Errors of running or switching.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Per-worker-thread state.
+    type State: Send + 'static;
+
+    /// A fresh state for a worker thread.
+    ///
+    /// # Errors
+    /// If the model cannot create one (the task then does not start).
+    fn new_state(&self) -> Result<Self::State, Self::Error>;
+
+    /// Runs one frame on the current descendant.
+    ///
+    /// # Errors
+    /// The model's error; the frame is counted as an error and reported.
+    fn run(
+        &self,
+        state: &mut Self::State,
+        input: Self::Input,
+    ) -> Result<Served<Self::Output>, Self::Error>;
+
+    /// Asks for descendant `index` (takes effect for the next frames, possibly later).
+    ///
+    /// # Errors
+    /// If `index` is out of range.
+    fn request_descendant(&self, index: usize) -> Result<(), Self::Error>;
+
+    /// Number of descendants.
+    fn num_descendants(&self) -> usize;
+}
+
+/// A real task model: a [`ModelSlot`] (resident or on-demand switching); inputs are
+/// pre-processed `C*H*W` tensors, outputs logits.
+impl InferenceModel for ModelSlot {
+    type Input = Vec<f32>;
+    type Output = Vec<f32>;
+    type Error = ModelError;
+    type State = Option<PlanState>;
+
+    fn new_state(&self) -> Result<Self::State, ModelError> {
+        Ok(None)
+    }
+
+    fn run(
+        &self,
+        state: &mut Option<PlanState>,
+        input: Vec<f32>,
+    ) -> Result<Served<Vec<f32>>, ModelError> {
+        let (index, plan) = self.current();
+        let st = match state {
+            Some(s) if s.plan().same_plan(&plan) => s,
+            _ => state.insert(plan.spawn()?),
+        };
+        let output = st.run(&input)?;
+        Ok(Served {
+            descendant: index,
+            output,
+        })
+    }
+
+    fn request_descendant(&self, index: usize) -> Result<(), ModelError> {
+        self.request(index)
+    }
+
+    fn num_descendants(&self) -> usize {
+        ModelSlot::num_descendants(self)
+    }
+}
+
+/// Errors of [`SpinModel`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpinError {
+    /// Descendant index out of range.
+    #[error("descendant {index} is out of range: the model has {count}")]
+    NoSuchDescendant {
+        /// The index asked for.
+        index: usize,
+        /// Number of descendants.
+        count: usize,
+    },
+    /// The input asked for a failure (tests of error paths).
+    #[error("frame {0} failed on purpose")]
+    Requested(u64),
+}
+
+/// A synthetic model whose descendant `d` burns `costs[d]` of thread CPU time per frame and
+/// returns the input. An input of `u64::MAX` fails with [`SpinError::Requested`].
+#[derive(Debug)]
+pub struct SpinModel {
+    costs: Vec<Duration>,
+    current: AtomicUsize,
+}
+
+impl SpinModel {
+    /// A model with one descendant per entry of `costs`, starting on `initial`
+    /// (clamped to the ladder).
+    pub fn new(costs: Vec<Duration>, initial: usize) -> Self {
+        let initial = initial.min(costs.len().saturating_sub(1));
+        SpinModel {
+            costs,
+            current: AtomicUsize::new(initial),
+        }
+    }
+}
+
+impl InferenceModel for SpinModel {
+    type Input = u64;
+    type Output = u64;
+    type Error = SpinError;
+    type State = ();
+
+    fn new_state(&self) -> Result<(), SpinError> {
+        Ok(())
+    }
+
+    fn run(&self, _state: &mut (), input: u64) -> Result<Served<u64>, SpinError> {
+        let d = self.current.load(Ordering::Acquire);
+        let cost = self.costs.get(d).copied().unwrap_or_default();
+        if input == u64::MAX {
+            return Err(SpinError::Requested(input));
+        }
+        spin_cpu(cost);
+        Ok(Served {
+            descendant: d,
+            output: input,
+        })
+    }
+
+    fn request_descendant(&self, index: usize) -> Result<(), SpinError> {
+        if index >= self.costs.len() {
+            return Err(SpinError::NoSuchDescendant {
+                index,
+                count: self.costs.len(),
+            });
+        }
+        self.current.store(index, Ordering::Release);
+        Ok(())
+    }
+
+    fn num_descendants(&self) -> usize {
+        self.costs.len()
+    }
+}
+
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`), `None` if unavailable.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 || ts.tv_nsec < 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+}
+
+/// Busy-loops until this thread has used `d` more CPU time (wall time if the thread clock is
+/// unavailable).
+pub fn spin_cpu(d: Duration) {
+    let wall = std::time::Instant::now();
+    match thread_cpu_time() {
+        Some(start) => {
+            while thread_cpu_time().is_some_and(|t| t.saturating_sub(start) < d) {
+                std::hint::spin_loop();
+            }
+        }
+        None => {
+            while wall.elapsed() < d {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
