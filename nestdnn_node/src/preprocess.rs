@@ -20,8 +20,11 @@
 //! ```
 //!
 //! Pipeline: crop the region of interest (clipped to the image), resize it to the model's
-//! `width x height` by area averaging (`image::imageops::thumbnail`: every source pixel counts,
-//! no aliasing when shrinking; interpolation when enlarging), convert the colour (gray =
+//! `width x height` by area averaging (each output pixel is the mean of its block of source
+//! pixels, block boundaries as `image::imageops::thumbnail` draws them, mean kept as f32; no
+//! aliasing when shrinking; 8-bit frames that shrink take a direct path over the row buffer,
+//! everything else goes through `thumbnail`, which interpolates when enlarging), convert the
+//! colour (gray =
 //! ITU-R BT.601 luma `0.299 R + 0.587 G + 0.114 B`, as OpenCV and PIL; gray to rgb replicates),
 //! then `x = (v * scale - mean[c]) / std[c]` with `v` the 8-bit pixel value (16-bit values
 //! are mapped to the 8-bit range by `/ 257`). Aspect ratio is not preserved: choose the region
@@ -348,12 +351,13 @@ impl Preprocessor {
         }
         let region = self.region(img.width, img.height)?;
         let data = &img.data[..need as usize];
+        let dims = (img.width, img.height, img.step as usize);
         match enc {
-            Encoding::Mono8 => self.view_u8::<Luma<u8>>(data, img, 1, region, Order::Gray, out),
-            Encoding::Rgb8 => self.view_u8::<Rgb<u8>>(data, img, 3, region, Order::Rgb, out),
-            Encoding::Bgr8 => self.view_u8::<Rgb<u8>>(data, img, 3, region, Order::Bgr, out),
-            Encoding::Rgba8 => self.view_u8::<Rgba<u8>>(data, img, 4, region, Order::Rgb, out),
-            Encoding::Bgra8 => self.view_u8::<Rgba<u8>>(data, img, 4, region, Order::Bgr, out),
+            Encoding::Mono8 => self.frame_u8::<1>(data, dims, region, Order::Gray, out),
+            Encoding::Rgb8 => self.frame_u8::<3>(data, dims, region, Order::Rgb, out),
+            Encoding::Bgr8 => self.frame_u8::<3>(data, dims, region, Order::Bgr, out),
+            Encoding::Rgba8 => self.frame_u8::<4>(data, dims, region, Order::Rgb, out),
+            Encoding::Bgra8 => self.frame_u8::<4>(data, dims, region, Order::Bgr, out),
             Encoding::Mono16 => {
                 let (x, y, w, h) = region;
                 let mut px = Vec::with_capacity(w as usize * h as usize);
@@ -442,20 +446,22 @@ impl Preprocessor {
         check_dims(decoded.width(), decoded.height())?;
         let region = self.region(decoded.width(), decoded.height())?;
         match decoded {
-            DynamicImage::ImageLuma8(b) => self.crop_resize(&b, region, Order::Gray, out),
-            DynamicImage::ImageRgb8(b) => self.crop_resize(&b, region, Order::Rgb, out),
-            DynamicImage::ImageRgba8(b) => self.crop_resize(&b, region, Order::Rgb, out),
-            DynamicImage::ImageLuma16(b) => self.crop_resize_16(&b, region, out),
+            DynamicImage::ImageLuma8(b) => self.packed_u8::<1, _>(&b, Order::Gray, region, out),
+            DynamicImage::ImageRgb8(b) => self.packed_u8::<3, _>(&b, Order::Rgb, region, out),
+            DynamicImage::ImageRgba8(b) => self.packed_u8::<4, _>(&b, Order::Rgb, region, out),
+            DynamicImage::ImageLuma16(b) => {
+                self.crop_resize_16(&b, region, out);
+                Ok(())
+            }
             DynamicImage::ImageLumaA8(_) | DynamicImage::ImageLumaA16(_) => {
                 let b = decoded.to_luma8();
-                self.crop_resize(&b, region, Order::Gray, out)
+                self.packed_u8::<1, _>(&b, Order::Gray, region, out)
             }
             other => {
                 let b = other.to_rgb8();
-                self.crop_resize(&b, region, Order::Rgb, out)
+                self.packed_u8::<3, _>(&b, Order::Rgb, region, out)
             }
         }
-        Ok(())
     }
 
     /// Like [`Preprocessor::compressed`], returning a new vector.
@@ -481,36 +487,22 @@ impl Preprocessor {
         Ok(())
     }
 
-    fn view_u8<P: Pixel<Subpixel = u8> + 'static>(
+    /// A decoded, packed 8-bit image buffer.
+    fn packed_u8<const BPP: usize, P: Pixel<Subpixel = u8>>(
         &self,
-        data: &[u8],
-        img: &RawImage<'_>,
-        channels: u8,
-        region: (u32, u32, u32, u32),
+        b: &ImageBuffer<P, Vec<u8>>,
         order: Order,
+        region: (u32, u32, u32, u32),
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
-        let flat = FlatSamples {
-            samples: data,
-            layout: SampleLayout {
-                channels,
-                channel_stride: 1,
-                width: img.width,
-                width_stride: channels as usize,
-                height: img.height,
-                height_stride: img.step as usize,
-            },
-            color_hint: None,
-        };
-        // Sizes were checked above; `as_view` checks again that every pixel is in `data`.
-        let view = flat
-            .as_view::<P>()
-            .map_err(|_| PreprocessError::DataTooShort {
-                len: data.len(),
-                need: img.step as u64 * img.height as u64,
-            })?;
-        self.crop_resize(&view, region, order, out);
-        Ok(())
+        let (width, height) = b.dimensions();
+        self.frame_u8::<BPP>(
+            b.as_raw(),
+            (width, height, width as usize * BPP),
+            region,
+            order,
+            out,
+        )
     }
 
     fn crop_resize<I, P>(
@@ -552,30 +544,155 @@ impl Preprocessor {
         I: GenericImageView,
         <I::Pixel as Pixel>::Subpixel: Into<f32>,
     {
-        let plane = self.width as usize * self.height as usize;
-        let (ri, bi) = if order == Order::Bgr { (2, 0) } else { (0, 2) };
         for (x, y, p) in img.pixels() {
-            let i = y as usize * self.width as usize + x as usize;
             let c = p.channels();
             let v = |k: usize| -> f32 { c.get(k).map_or(0.0, |s| (*s).into()) * unit };
-            match (self.color, order) {
-                (Color::Gray, Order::Gray) => out[i] = v(0) * self.gain[0] + self.offset[0],
-                (Color::Gray, _) => {
-                    let g = 0.299 * v(ri) + 0.587 * v(1) + 0.114 * v(bi);
-                    out[i] = g * self.gain[0] + self.offset[0];
+            let i = y as usize * self.width as usize + x as usize;
+            self.put(out, i, [v(0), v(1), v(2)], order);
+        }
+    }
+
+    /// Writes output pixel `i` from source channel values `px` (8-bit scale, in `order`).
+    #[inline]
+    fn put(&self, out: &mut [f32], i: usize, px: [f32; 3], order: Order) {
+        let plane = self.width as usize * self.height as usize;
+        let (r, g, b) = match order {
+            Order::Bgr => (px[2], px[1], px[0]),
+            _ => (px[0], px[1], px[2]),
+        };
+        match (self.color, order) {
+            (Color::Gray, Order::Gray) => out[i] = px[0] * self.gain[0] + self.offset[0],
+            (Color::Gray, _) => {
+                let l = 0.299 * r + 0.587 * g + 0.114 * b;
+                out[i] = l * self.gain[0] + self.offset[0];
+            }
+            (Color::Rgb, Order::Gray) => {
+                for k in 0..3 {
+                    out[k * plane + i] = px[0] * self.gain[k] + self.offset[k];
                 }
-                (Color::Rgb, Order::Gray) => {
-                    let g = v(0);
-                    for k in 0..3 {
-                        out[k * plane + i] = g * self.gain[k] + self.offset[k];
-                    }
-                }
-                (Color::Rgb, _) => {
-                    for (k, src) in [ri, 1, bi].into_iter().enumerate() {
-                        out[k * plane + i] = v(src) * self.gain[k] + self.offset[k];
-                    }
+            }
+            (Color::Rgb, _) => {
+                for (k, v) in [r, g, b].into_iter().enumerate() {
+                    out[k * plane + i] = v * self.gain[k] + self.offset[k];
                 }
             }
         }
     }
+
+    /// 8-bit frames (`BPP` bytes per pixel, rows `step` bytes apart): area averaging when the
+    /// region shrinks in both directions, `image::imageops::thumbnail` otherwise.
+    fn frame_u8<const BPP: usize>(
+        &self,
+        data: &[u8],
+        (width, height, step): (u32, u32, usize),
+        region: (u32, u32, u32, u32),
+        order: Order,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        let (_, _, w, h) = region;
+        if w >= self.width && h >= self.height {
+            self.area_average::<BPP>(data, step, region, order, out);
+            return Ok(());
+        }
+        let flat = FlatSamples {
+            samples: data,
+            layout: SampleLayout {
+                channels: BPP as u8,
+                channel_stride: 1,
+                width,
+                width_stride: BPP,
+                height,
+                height_stride: step,
+            },
+            color_hint: None,
+        };
+        let too_short = || PreprocessError::DataTooShort {
+            len: data.len(),
+            need: step as u64 * height as u64,
+        };
+        // Sizes were checked by the caller; `as_view` checks again that every pixel is in `data`.
+        match BPP {
+            1 => self.crop_resize(
+                &flat.as_view::<Luma<u8>>().map_err(|_| too_short())?,
+                region,
+                order,
+                out,
+            ),
+            3 => self.crop_resize(
+                &flat.as_view::<Rgb<u8>>().map_err(|_| too_short())?,
+                region,
+                order,
+                out,
+            ),
+            _ => self.crop_resize(
+                &flat.as_view::<Rgba<u8>>().map_err(|_| too_short())?,
+                region,
+                order,
+                out,
+            ),
+        }
+        Ok(())
+    }
+
+    /// Box filter from a region at least as large as the output in both directions: each
+    /// output pixel is the mean of its block of source pixels.
+    /// Block boundaries are those of `image::imageops::thumbnail` (which rounds the mean to
+    /// an integer; this keeps it as f32). The caller guarantees that every row of the region
+    /// lies inside `data`.
+    fn area_average<const BPP: usize>(
+        &self,
+        data: &[u8],
+        step: usize,
+        (x, y, w, h): (u32, u32, u32, u32),
+        order: Order,
+        out: &mut [f32],
+    ) {
+        const NC: usize = 3;
+        let (tw, th) = (self.width as usize, self.height as usize);
+        let cols = block_bounds(w, self.width);
+        let rows = block_bounds(h, self.height);
+        let used = BPP.min(NC);
+        let rw = w as usize * BPP;
+        // Column sums over a block's rows (a block has at most MAX_SIDE rows of value 255, so
+        // u32 cannot overflow), then per block over its columns.
+        let mut colsum = vec![0u32; rw];
+        for (oy, &(r0, r1)) in rows.iter().enumerate() {
+            colsum.iter_mut().for_each(|a| *a = 0);
+            for r in r0..r1 {
+                let start = (y as usize + r) * step + x as usize * BPP;
+                let Some(row) = data.get(start..start + rw) else {
+                    continue;
+                };
+                for (a, v) in colsum.iter_mut().zip(row) {
+                    *a += *v as u32;
+                }
+            }
+            // Blocks may overlap by a pixel where f32 rounding says so, as in `thumbnail`.
+            for (ox, &(c0, c1)) in cols.iter().enumerate() {
+                let mut sum = [0u64; NC];
+                for px in colsum[c0 * BPP..c1 * BPP].chunks_exact(BPP) {
+                    for (s, v) in sum.iter_mut().zip(&px[..used]) {
+                        *s += *v as u64;
+                    }
+                }
+                let n = ((r1 - r0) * (c1 - c0)).max(1) as f32;
+                let px = [sum[0] as f32 / n, sum[1] as f32 / n, sum[2] as f32 / n];
+                self.put(out, oy * tw + ox, px, order);
+            }
+        }
+        debug_assert_eq!(rows.len(), th);
+    }
+}
+
+/// `thumbnail`'s block boundaries: output index `o` of `t` covers source `[a, b)` of `n`.
+fn block_bounds(n: u32, t: u32) -> Vec<(usize, usize)> {
+    let ratio = n as f32 / t as f32;
+    (0..t)
+        .map(|o| {
+            let lo_f = o as f32 * ratio;
+            let lo = (lo_f.ceil() as u32).clamp(0, n - 1);
+            let hi = ((lo_f + ratio).ceil() as u32).clamp(lo, n);
+            (lo as usize, hi as usize)
+        })
+        .collect()
 }

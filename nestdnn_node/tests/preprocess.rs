@@ -232,6 +232,67 @@ fn shrinking_averages_areas() {
     );
 }
 
+/// The fast area-average path agrees with `image::imageops::thumbnail` (which rounds to
+/// integers) for many frame and output sizes, with and without a region of interest.
+#[test]
+fn area_average_matches_image_thumbnail() {
+    for (w, h, tw, th, roi) in [
+        (640u32, 480u32, 28usize, 28usize, None),
+        (
+            640,
+            480,
+            28,
+            28,
+            Some(Roi {
+                x: 80,
+                y: 0,
+                width: 480,
+                height: 480,
+            }),
+        ),
+        (37, 29, 5, 7, None),
+        (100, 100, 100, 33, None),
+        (
+            31,
+            17,
+            30,
+            16,
+            Some(Roi {
+                x: 1,
+                y: 1,
+                width: 0,
+                height: 0,
+            }),
+        ),
+        (1000, 3, 7, 1, None),
+    ] {
+        let img = ImageBuffer::from_fn(w, h, |x, y| {
+            Rgb([(x * 7 + y * 3) as u8, (x * x + y) as u8, (y * 11 ^ x) as u8])
+        });
+        let r = roi.unwrap_or_default();
+        let (rw, rh) = (
+            if r.width == 0 { w - r.x } else { r.width },
+            if r.height == 0 { h - r.y } else { r.height },
+        );
+        let crop = image::imageops::crop_imm(&img, r.x, r.y, rw, rh).to_image();
+        let want_img = image::imageops::thumbnail(&crop, tw as u32, th as u32);
+        let pre = Preprocessor::new(&spec(Color::Rgb, tw, th), roi).unwrap();
+        let got = pre
+            .raw_to_vec(&raw(w, h, "rgb8", w * 3, img.as_raw()))
+            .unwrap();
+        let plane = tw * th;
+        for (i, p) in want_img.pixels().enumerate() {
+            for k in 0..3 {
+                let d = (got[k * plane + i] - norm(p[k] as f32)).abs();
+                assert!(
+                    d <= 0.51 / 255.0 / 0.5 + 1e-5,
+                    "{w}x{h}->{tw}x{th} pixel {i} channel {k}: off by {d}"
+                );
+            }
+        }
+    }
+}
+
 fn encode(img: &ImageBuffer<Rgb<u8>, Vec<u8>>, f: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     img.write_to(&mut out, f).unwrap();
