@@ -176,9 +176,9 @@ pub enum BagError {
         type_name: String,
         /// Its bag timestamp.
         timestamp_ns: u64,
-        /// What is wrong with its bytes.
+        /// What is wrong with its bytes (boxed: keeps `BagError` small).
         #[source]
-        source: MsgError,
+        source: Box<MsgError>,
     },
     /// Writing failed.
     #[error("{path}: cannot write bag: {reason}")]
@@ -671,7 +671,7 @@ impl Iterator for Decoded {
                         topic: raw.topic.name.clone(),
                         type_name: raw.topic.type_name.clone(),
                         timestamp_ns: raw.timestamp_ns,
-                        source,
+                        source: Box::new(source),
                     }));
                 }
             }

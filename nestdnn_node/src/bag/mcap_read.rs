@@ -217,7 +217,7 @@ impl Indexed {
 
     fn load(&mut self, c: &ChunkIndex) -> Result<(), BagError> {
         let at = c.chunk_start_offset;
-        let end = at.checked_add(c.chunk_length).unwrap_or(u64::MAX);
+        let end = at.saturating_add(c.chunk_length);
         if end > self.len || c.chunk_length < 9 {
             return Err(BagError::Truncated {
                 path: self.path.to_path_buf(),
