@@ -5,7 +5,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::SchedulerError;
-use crate::model::SwitchPolicy;
+use crate::model::{Manifest, SwitchPolicy};
+use crate::profile::ModelProfile;
 
 /// One descendant as the scheduler sees it: accuracy from the manifest, latency, build time and
 /// plan memory from the on-device profile.
@@ -83,6 +84,51 @@ impl Ladder {
             master_bytes,
             best_accuracy,
         })
+    }
+
+    /// The ladder of a model: accuracy from its manifest; median latency, build time and plan
+    /// memory from its on-device profile; master bytes from the profile.
+    ///
+    /// # Errors
+    /// [`SchedulerError::ProfileMismatch`] if the profile's descendants are not the manifest's
+    /// (count or names; re-profile the model), and as [`Ladder::new`].
+    pub fn from_profile(
+        manifest: &Manifest,
+        profile: &ModelProfile,
+    ) -> Result<Self, SchedulerError> {
+        let task = &manifest.task;
+        let mismatch = |what: String| SchedulerError::ProfileMismatch {
+            task: task.clone(),
+            what,
+        };
+        if profile.descendants.len() != manifest.descendants.len() {
+            return Err(mismatch(format!(
+                "the profile has {} descendants, the manifest {}",
+                profile.descendants.len(),
+                manifest.descendants.len()
+            )));
+        }
+        let rungs = manifest
+            .descendants
+            .iter()
+            .zip(&profile.descendants)
+            .map(|(m, p)| {
+                if m.name != p.name {
+                    return Err(mismatch(format!(
+                        "profile descendant {:?} where the manifest has {:?}",
+                        p.name, m.name
+                    )));
+                }
+                Ok(Rung {
+                    name: m.name.clone(),
+                    accuracy: m.accuracy,
+                    latency_s: p.latency_ms_median / 1e3,
+                    build_s: p.build_ms / 1e3,
+                    plan_bytes: p.plan_bytes,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ladder::new(task, rungs, Some(profile.master_bytes))
     }
 
     /// The descendants, in manifest order.

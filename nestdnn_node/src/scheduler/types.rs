@@ -34,6 +34,14 @@ pub enum SchedulerError {
         /// What is allowed.
         allowed: &'static str,
     },
+    /// A profile that does not describe the model's ladder.
+    #[error("task {task:?}: the profile does not match the model: {what}; re-profile it (`nestdnn profile --reprofile`)")]
+    ProfileMismatch {
+        /// The task.
+        task: String,
+        /// What differs.
+        what: String,
+    },
     /// An update or query names a task that is not configured.
     #[error("unknown task {task:?}; configured tasks: {known}")]
     UnknownTask {

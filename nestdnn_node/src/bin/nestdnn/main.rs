@@ -6,6 +6,7 @@
 
 mod export;
 mod inspect;
+mod plan;
 mod profile;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     /// Write every descendant as a standalone ONNX file (sliced, BN folded).
     #[command(hide = true)]
     ExportDescendant(export::Args),
+    /// Show the plan the node would make for its configured tasks under a budget.
+    Plan(plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Profile(a) => profile::run(a),
         Command::ExportDescendant(a) => export::run(a),
+        Command::Plan(a) => plan::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
