@@ -1,4 +1,5 @@
-//! `resource_monitor`: publishes the resources the perception node may use.
+//! `resource_monitor`: publishes the resources the perception node may use (over DDS with the
+//! default `dds` feature, over rcl with the `r2r` feature).
 //!
 //! Samples this machine (CPU from `/proc/stat`, memory from `/proc/meminfo`, cgroup v2 limits,
 //! battery) or plays a scripted trace, and publishes `nestdnn_msgs/ResourceBudget` on
@@ -21,8 +22,8 @@ use anyhow::{bail, Context as _};
 use nestdnn::monitor::{Budget, ChangeRule, Headroom, Monitor, MonitorSettings, Trace};
 use nestdnn::msgs::ResourceBudget;
 use nestdnn::node::{header_now, init_logging, Shutdown};
-use nestdnn::rosargs::{domain_id_from_env, Params, RosArgs};
-use nestdnn::transport::dds::{DdsNode, DdsSettings};
+use nestdnn::rosargs::{NameContext, Params, RosArgs};
+#[cfg(any(feature = "dds", feature = "r2r"))]
 use nestdnn::transport::Qos;
 
 const NODE: &str = "resource_monitor";
@@ -160,13 +161,7 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
             Source::Live(m)
         }
     };
-    let settings = DdsSettings {
-        domain_id: domain_id_from_env()?,
-        ..DdsSettings::default()
-    };
-    let mut node = DdsNode::new(names, settings)?;
-    let publisher = node.publisher::<ResourceBudget>(&opts.topic, Qos::LATCHED)?;
-    log::info!("publishing budgets on {}", publisher.topic());
+    let mut publisher = BudgetPublisher::new(names, &opts.topic)?;
     let mut last: Option<(Budget, Instant)> = None;
     let mut failures = 0u64;
     while !shutdown.is_requested() {
@@ -184,7 +179,7 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string(&msg).unwrap_or_default());
                     }
                     log::debug!("budget {b:?}");
-                    publisher.publish(msg);
+                    publisher.publish(&msg);
                     last = Some((b, Instant::now()));
                 }
             }
@@ -198,9 +193,76 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
         }
         shutdown.wait_timeout(source.next_wait(opts.sample_period));
     }
-    drop(publisher);
-    node.shutdown(Duration::from_millis(500));
+    publisher.close();
     Ok(())
+}
+
+/// The budget topic on the transport this binary was built with.
+#[cfg(all(feature = "dds", not(feature = "r2r")))]
+struct BudgetPublisher {
+    node: nestdnn::transport::dds::DdsNode,
+    publisher: nestdnn::transport::dds::DdsPublisher<ResourceBudget>,
+}
+
+#[cfg(all(feature = "dds", not(feature = "r2r")))]
+impl BudgetPublisher {
+    fn new(names: NameContext, topic: &str) -> anyhow::Result<Self> {
+        use nestdnn::transport::dds::{DdsNode, DdsSettings};
+        let settings = DdsSettings {
+            domain_id: nestdnn::rosargs::domain_id_from_env()?,
+            ..DdsSettings::default()
+        };
+        let mut node = DdsNode::new(names, settings)?;
+        let publisher = node.publisher::<ResourceBudget>(topic, Qos::LATCHED)?;
+        log::info!("publishing budgets on {} over DDS", publisher.topic());
+        Ok(BudgetPublisher { node, publisher })
+    }
+
+    fn publish(&mut self, msg: &ResourceBudget) {
+        self.publisher.publish(msg.clone());
+    }
+
+    fn close(self) {
+        drop(self.publisher);
+        self.node.shutdown(Duration::from_millis(500));
+    }
+}
+
+#[cfg(feature = "r2r")]
+struct BudgetPublisher {
+    node: nestdnn::transport::r2r::R2rNode,
+    publisher: nestdnn::transport::r2r::R2rPublisher<ResourceBudget>,
+}
+
+#[cfg(feature = "r2r")]
+impl BudgetPublisher {
+    fn new(names: NameContext, topic: &str) -> anyhow::Result<Self> {
+        let mut node = nestdnn::transport::r2r::R2rNode::new(names)?;
+        let publisher = node.publisher::<ResourceBudget>(topic, Qos::LATCHED)?;
+        node.start()?;
+        log::info!("publishing budgets on {} over rcl", publisher.topic());
+        Ok(BudgetPublisher { node, publisher })
+    }
+
+    fn publish(&mut self, msg: &ResourceBudget) {
+        self.publisher.publish(msg);
+    }
+
+    fn close(self) {
+        self.node.shutdown();
+    }
+}
+
+#[cfg(not(any(feature = "dds", feature = "r2r")))]
+struct BudgetPublisher;
+
+#[cfg(not(any(feature = "dds", feature = "r2r")))]
+impl BudgetPublisher {
+    fn new(_: NameContext, _: &str) -> anyhow::Result<Self> {
+        bail!("built without a ROS transport: enable the `dds` or `r2r` cargo feature")
+    }
+    fn publish(&mut self, _: &ResourceBudget) {}
+    fn close(self) {}
 }
 
 fn main() -> ExitCode {

@@ -1,7 +1,7 @@
-//! Node wiring shared by the transports: shutdown on
+//! Node wiring shared by the transports: the ROS-free node core ([`app`]), shutdown on
 //! signals, throttled logging, stamps.
 
-
+pub mod app;
 pub mod shutdown;
 pub mod throttle;
 
