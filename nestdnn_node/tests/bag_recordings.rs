@@ -178,3 +178,31 @@ fn recordings_match_their_sidecar() {
         ]
     );
 }
+
+/// Read speed of the main recording (run with `--ignored --nocapture`; not asserted).
+#[test]
+#[ignore]
+fn read_throughput() {
+    for name in ["recording", "recording_db3"] {
+        let bag = BagReader::open(bags().join(name)).unwrap();
+        let t = std::time::Instant::now();
+        let mut bytes = 0usize;
+        let mut n = 0;
+        for m in bag.messages().unwrap() {
+            bytes += m.unwrap().data.len();
+            n += 1;
+        }
+        let raw = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        let decoded = bag.decoded().unwrap().filter(|m| m.is_ok()).count();
+        let dec = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: {n} messages, {:.1} MB of CDR: raw read {:.0} ms ({:.0} MB/s), \
+             decoded ({decoded}) {:.0} ms",
+            bytes as f64 / 1e6,
+            raw * 1e3,
+            bytes as f64 / 1e6 / raw,
+            dec * 1e3
+        );
+    }
+}

@@ -238,3 +238,46 @@ fn encoding_matches_freshly_generated_rosbags_bytes() {
     assert!(st.success(), "make_reference_cdr.py failed");
     compare_with(out.path());
 }
+
+/// Throughput of encode/decode for a 640x480 rgb8 frame (run with `--ignored --nocapture`;
+/// numbers go to the README, not asserted).
+#[test]
+#[ignore]
+fn image_codec_throughput() {
+    let img = Image {
+        header: hdr(1, 0, "cam"),
+        height: 480,
+        width: 640,
+        encoding: "rgb8".into(),
+        is_bigendian: 0,
+        step: 1920,
+        data: (0..640 * 480 * 3).map(|i| (i % 251) as u8).collect(),
+    };
+    let n = 200;
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        img.write_cdr(&mut buf).unwrap();
+    }
+    let enc = t.elapsed().as_secs_f64() / n as f64;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(Image::from_cdr(&buf).unwrap());
+    }
+    let dec = t.elapsed().as_secs_f64() / n as f64;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        Image::schema()
+            .unwrap()
+            .check_cdr(&buf[4..], true, 4)
+            .unwrap();
+    }
+    let chk = t.elapsed().as_secs_f64() / n as f64;
+    println!(
+        "640x480 rgb8 ({} bytes): encode {:.3} ms, decode {:.3} ms (of which schema check {:.4} ms)",
+        buf.len(),
+        enc * 1e3,
+        dec * 1e3,
+        chk * 1e3
+    );
+}
