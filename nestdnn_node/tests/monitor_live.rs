@@ -59,11 +59,11 @@ fn cpu_hog_raises_busy_cores() {
     let during = read_over(&mut m, Duration::from_millis(1000));
     let hog_pid = hog.0.id();
     drop(hog);
-    // The hog takes (nearly) a whole core unless the machine was already saturated.
-    let expected = (before.busy_cores + 0.6).min(during.cores_online - 0.3);
+    // The hog alone keeps one core busy, so the machine-wide figure is at least that much
+    // (minus scheduling noise), whatever else runs; on an idle machine it rises by ~1 core.
     assert!(
-        during.busy_cores >= expected,
-        "busy cores before {:.2}, with hog (pid {hog_pid}) {:.2}, expected >= {expected:.2}",
+        during.busy_cores >= 0.8,
+        "busy cores before {:.2}, with hog (pid {hog_pid}) {:.2}, expected >= 0.8",
         before.busy_cores,
         during.busy_cores
     );
