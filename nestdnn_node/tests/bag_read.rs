@@ -418,3 +418,27 @@ fn db3_message_with_unknown_topic_id_is_an_error_item() {
     assert!(errs[0].to_string().contains("topic_id 999"), "{}", errs[0]);
     assert!(ok >= 9);
 }
+
+/// A byte flipped anywhere in an MCAP file (data, chunk index, summary, footer) gives errors or
+/// messages, never a panic or a runaway allocation.
+#[test]
+fn any_flipped_byte_is_handled() {
+    let bytes = std::fs::read(fixtures().join("mcap/mcap.mcap")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flip.mcap");
+    let mut errors = 0;
+    for at in (0..bytes.len()).step_by(53) {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0xA5;
+        std::fs::write(&path, &bad).unwrap();
+        let errs = match BagReader::open(&path) {
+            Ok(bag) => drain(&bag).1,
+            Err(e) => vec![e],
+        };
+        for e in &errs {
+            assert!(e.to_string().contains("flip.mcap"), "{e}");
+        }
+        errors += usize::from(!errs.is_empty());
+    }
+    assert!(errors > 0);
+}
