@@ -5,6 +5,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+  echo "==> installing iproute2 and util-linux (ip, unshare)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux >/dev/null
+fi
 py=$(scripts/py-env.sh | tail -1)
 if [ -z "${NESTDNN_BIN_DIR:-}" ]; then
   cargo build --release -p nestdnn_node --bin nestdnn_node --features dds >&2

@@ -36,12 +36,23 @@ def test_trace_budgets_arrive_latched(dp, procs, tmp_path):
 def test_remap_namespace_and_domain(dp, procs, tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("t,cpu_cores,memory_bytes\n0,1.25,1000\n")
-    env = {"ROS_DOMAIN_ID": "0"}
     mon = procs([binary("resource_monitor"), "--trace", str(trace), "--ros-args",
-                 "-r", "__ns:=/robot7", "-r", "nestdnn/resource_budget:=budget_x"], env=env, name="monitor")
+                 "-r", "__ns:=/robot7", "-r", "nestdnn/resource_budget:=budget_x"], name="monitor")
     rd = r.reader(dp, "/robot7/budget_x", r.ResourceBudget, r.LATCHED_READER)
     got = wait_for(lambda: r.take_valid(rd), 8)
     assert got and abs(got[-1].cpu_cores_available - 1.25) < 1e-6, mon.text()
+
+
+def test_ros_domain_id_is_honoured(dp, procs, tmp_path):
+    from cyclonedds.domain import DomainParticipant
+    trace = tmp_path / "t.csv"
+    trace.write_text("t,cpu_cores,memory_bytes\n0,0.75,1000\n")
+    mon = procs([binary("resource_monitor"), "--trace", str(trace)], env={"ROS_DOMAIN_ID": "7"}, name="monitor")
+    on7 = r.reader(DomainParticipant(7), TOPIC, r.ResourceBudget, r.LATCHED_READER)
+    on0 = r.reader(dp, TOPIC, r.ResourceBudget, r.LATCHED_READER)
+    got = wait_for(lambda: r.take_valid(on7), 8)
+    assert got and abs(got[-1].cpu_cores_available - 0.75) < 1e-6, mon.text()
+    assert not [b for b in r.take_valid(on0) if abs(b.cpu_cores_available - 0.75) < 1e-6], "leaked to domain 0"
 
 
 def test_live_cpu_hog_lowers_budget(dp, procs):
