@@ -3,8 +3,9 @@
 //! A transport (DDS, r2r, bag replay) feeds [`App`] with decoded messages (`on_image`,
 //! `on_compressed`, `on_budget`, `on_priority`, `on_bad_sample`) and receives everything the
 //! node publishes through [`Outputs`]. One frame's path: `on_image` (on the transport's
-//! thread) -> pre-processing to the model's input tensor -> [`crate::runtime::Runtime::push`]
-//! into the task's latest-frame mailbox -> the task's worker thread runs the descendant the
+//! thread; it only keeps the newest frame per task) -> the task's decode thread:
+//! pre-processing to the model's input tensor -> [`crate::runtime::Runtime::push`] into the
+//! task's latest-frame mailbox -> the task's worker thread runs the descendant the
 //! plan chose, within the task's CPU share -> top-1 -> `Outputs::classification` and
 //! `Outputs::result`. Pre-processing runs before the mailbox so that the share, which the
 //! planner sizes from the profiled model latency, pays for inference only.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::throttle::Throttle;
 use super::{header_now, Shutdown};
@@ -201,6 +202,8 @@ pub struct TaskCounters {
     pub bad_frames: AtomicU64,
     /// Frames that arrived while the task was disabled (not pre-processed).
     pub ignored: AtomicU64,
+    /// Frames replaced by a newer one before they were pre-processed.
+    pub dropped_before_decode: AtomicU64,
 }
 
 /// Node-level counters of rejected control input.
@@ -244,6 +247,9 @@ struct TaskMeta {
     counters: TaskCounters,
     window: Mutex<Window>,
     plan: Mutex<PlanEntry>,
+    /// The newest received frame not yet pre-processed (the decode thread takes it).
+    pending: Mutex<Option<(Payload, Instant)>>,
+    wake: Condvar,
 }
 
 struct Inner {
@@ -263,7 +269,7 @@ struct Inner {
 /// the workers too.
 pub struct App {
     inner: Arc<Inner>,
-    control: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn ladder_of(
@@ -393,6 +399,8 @@ impl App {
                 seq: AtomicU64::new(0),
                 counters: TaskCounters::default(),
                 window: Mutex::new(Window::default()),
+                pending: Mutex::new(None),
+                wake: Condvar::new(),
                 plan: Mutex::new(PlanEntry {
                     status: TaskStatus::Idle,
                     descendant: String::new(),
@@ -452,14 +460,26 @@ impl App {
             );
         }
         inner.apply(&first, 0.0);
+        let mut threads = Vec::new();
         let inn = inner.clone();
-        let control = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || inn.control())
-            .map_err(AppError::Thread)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || inn.control())
+                .map_err(AppError::Thread)?,
+        );
+        for i in 0..inner.tasks.len() {
+            let inn = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("decode-{}", inner.tasks[i].cfg.name))
+                    .spawn(move || inn.decode_loop(i))
+                    .map_err(AppError::Thread)?,
+            );
+        }
         Ok(App {
             inner,
-            control: Mutex::new(Some(control)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -597,7 +617,10 @@ impl App {
     /// its mailbox (results are published), and stops the workers. Idempotent.
     pub fn shutdown(&self) {
         self.inner.stop.request();
-        if let Some(h) = self.control.lock().take() {
+        for t in self.inner.tasks.iter() {
+            t.wake.notify_all();
+        }
+        for h in std::mem::take(&mut *self.threads.lock()) {
             let _ = h.join();
         }
         let rt = self.inner.runtime.write().take();
@@ -685,6 +708,8 @@ impl Inner {
         self.runtime.read().as_ref().map(f)
     }
 
+    /// On the transport's thread: keep only the newest frame per task for its decode thread
+    /// (no pre-processing here, so one slow camera cannot stall the DDS executor).
     fn submit(&self, task: usize, payload: Payload) {
         let Some(t) = self.tasks.get(task) else {
             return;
@@ -696,8 +721,43 @@ impl Inner {
             t.counters.ignored.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let arrived = Instant::now();
-        let (header, tensor) = match &payload {
+        if t.pending
+            .lock()
+            .replace((payload, Instant::now()))
+            .is_some()
+        {
+            t.counters
+                .dropped_before_decode
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        t.wake.notify_one();
+    }
+
+    /// Task `task`'s decode thread: pre-processes the newest frame and hands it to the runtime.
+    fn decode_loop(&self, task: usize) {
+        let Some(t) = self.tasks.get(task) else {
+            return;
+        };
+        loop {
+            let (payload, arrived) = {
+                let mut slot = t.pending.lock();
+                loop {
+                    if self.stop.is_requested() {
+                        return;
+                    }
+                    if let Some(p) = slot.take() {
+                        break p;
+                    }
+                    t.wake.wait_for(&mut slot, Duration::from_millis(200));
+                }
+            };
+            self.prepare_and_push(task, t, &payload, arrived);
+        }
+    }
+
+    fn prepare_and_push(&self, task: usize, t: &TaskMeta, payload: &Payload, arrived: Instant) {
+        let started = Instant::now();
+        let (header, tensor) = match payload {
             Payload::Raw(m) => (
                 &m.header,
                 t.pre.raw_to_vec(&preprocess::RawImage {
@@ -733,7 +793,7 @@ impl Inner {
             header: header.clone(),
             seq: t.seq.fetch_add(1, Ordering::Relaxed) + 1,
             arrived,
-            preprocess: arrived.elapsed(),
+            preprocess: started.elapsed(),
         };
         let outcome = self.with_runtime(|rt| rt.push(task, prepared));
         if outcome == Some(PushOutcome::Started) {
@@ -742,7 +802,7 @@ impl Inner {
                 .lock()
                 .task_started(&t.cfg.name, Instant::now());
             match r {
-                Ok(Some(p)) => self.apply(&p, arrived.elapsed().as_secs_f64() * 1e3),
+                Ok(Some(p)) => self.apply(&p, started.elapsed().as_secs_f64() * 1e3),
                 Ok(None) => {}
                 Err(e) => log::error!("task {}: {e}", t.cfg.name),
             }
@@ -951,7 +1011,10 @@ impl Inner {
                         (rc.received + rc.ignored + bad + ignored).to_string(),
                     ),
                     kv("frames_processed", rc.processed.to_string()),
-                    kv("frames_dropped_overrun", rc.dropped.to_string()),
+                    kv(
+                        "frames_dropped_overrun",
+                        (rc.dropped + c.dropped_before_decode.load(Ordering::Relaxed)).to_string(),
+                    ),
                     kv(
                         "frames_dropped_inactive",
                         (rc.ignored + ignored).to_string(),
