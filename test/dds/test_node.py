@@ -127,3 +127,39 @@ def test_budget_and_priority_replan(node, cameras, dp):
     other = Collector(dp, "/nestdnn/digits_vgg/result", r.InferenceResult, r.RELIABLE_READER)
     assert other.wait(lambda xs: len(xs) >= 5, 5), "the other task stopped too"
     assert proc.alive()
+
+
+def test_compressed_camera(procs, models, tmp_path, dp):
+    """A task on `<image_topic>/compressed` (PNG, lossless: the classes must match exactly)."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from conftest import NODE_PARAMS
+    text = NODE_PARAMS.format(models=models, cores=2.0, fps=1000.0).replace(
+        "fashion_vgg: {image_topic: camera_a/image_raw,", "fashion_vgg: {transport: compressed, image_topic: camera_a/image_raw,")
+    params = tmp_path / "params.yaml"
+    params.write_text(text)
+    proc = procs([binary("nestdnn_node"), "--ros-args", "--params-file", str(params)], name="node")
+    plans = Collector(dp, "/nestdnn/plan", r.Plan, r.LATCHED_READER)
+    assert plans.wait(lambda p: p, STARTUP_S), proc.text()
+    fx = Fixtures(f"{models}/fashion_vgg")
+    w = r.writer(dp, "/camera_a/image_raw/compressed", r.CompressedImage, r.SENSOR_DATA)
+    res = Collector(dp, "/nestdnn/fashion_vgg/result", r.InferenceResult, r.RELIABLE_READER)
+    pngs = []
+    for img in fx.images:
+        b = io.BytesIO()
+        PILImage.fromarray(img).save(b, format="PNG")
+        pngs.append(b.getvalue())
+    end = time.time() + 30
+    n = 0
+    while time.time() < end and len(res.poll()) < 30:
+        i = n % len(pngs)
+        w.write(r.CompressedImage(header=r.Header(stamp=r.now(), frame_id=f"{i}:{n}"), format="png", data=pngs[i]))
+        n += 1
+        time.sleep(1 / 30)
+    assert len(res.items) >= 30, proc.text()
+    for x in res.items:
+        _, ok = fx.expected(x.descendant, int(x.header.frame_id.split(":")[0]))
+        assert x.class_id in ok, (x.descendant, x.header.frame_id, x.class_id, ok)
+    assert "/camera_a/image_raw/compressed" in proc.text()
