@@ -38,7 +38,7 @@ pub use manifest::{
     Color, DescendantSpec, FileRef, InputSpec, Layer, Manifest, OnnxFile, OutputSpec, Vanilla,
     FORMAT_VERSION,
 };
-pub use plan::{BuildStats, DescendantPlan, PlanState};
+pub use plan::{BuildStats, DescendantPlan, OpTime, PlanState};
 pub use switch::{ModelSlot, SwitchPolicy, SwitchRecord};
 
 use graph::{Analysis, BnSource, Master};

@@ -57,6 +57,17 @@ pub struct DescendantPlan {
     inner: Arc<PlanInner>,
 }
 
+/// Time spent in one node of an optimized plan (see [`PlanState::op_times`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// tract node name (derived from the ONNX node names).
+    pub node: String,
+    /// tract operator, e.g. `Conv`, `OptMatMul`, `Max`.
+    pub op: String,
+    /// Median wall time per run, microseconds.
+    pub micros: f64,
+}
+
 /// Per-thread execution state of a [`DescendantPlan`] (tract's states are `Send`, not `Sync`).
 #[derive(Debug)]
 pub struct PlanState {
@@ -231,5 +242,52 @@ impl PlanState {
             "descendant {name:?}: reading the output"
         )))?;
         Ok(logits.to_vec())
+    }
+
+    /// Runs `input` `runs` times timing every node; returns the median time of each node in
+    /// plan order (diagnostics: where a descendant's latency goes).
+    ///
+    /// # Errors
+    /// As [`PlanState::run`].
+    pub fn op_times(&mut self, input: &[f32], runs: usize) -> Result<Vec<OpTime>, ModelError> {
+        let want = self.plan.input_len();
+        if input.len() != want {
+            return Err(ModelError::InputLength {
+                expected: want,
+                got: input.len(),
+            });
+        }
+        let shape = self.plan.inner.input_shape;
+        let name = self.plan.inner.name.clone();
+        let mut samples: Vec<(String, String, Vec<f64>)> = Vec::new();
+        for _ in 0..runs.max(1) {
+            let t = Tensor::from_shape(&shape, input)
+                .map_err(tract_err(format!("descendant {name:?}: input tensor")))?;
+            let mut k = 0;
+            self.state
+                .run_plan_with_eval(tvec!(t.into_tvalue()), |ctx, st, node, inputs| {
+                    let t0 = Instant::now();
+                    let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    let us = t0.elapsed().as_secs_f64() * 1e6;
+                    if samples.len() <= k {
+                        samples.push((node.name.clone(), node.op().name().to_string(), Vec::new()));
+                    }
+                    samples[k].2.push(us);
+                    k += 1;
+                    r
+                })
+                .map_err(tract_err(format!("descendant {name:?}: running")))?;
+        }
+        Ok(samples
+            .into_iter()
+            .map(|(node, op, mut t)| {
+                t.sort_by(f64::total_cmp);
+                OpTime {
+                    node,
+                    op,
+                    micros: t[t.len() / 2],
+                }
+            })
+            .collect())
     }
 }

@@ -8,6 +8,7 @@ mod export;
 mod inspect;
 mod plan;
 mod profile;
+mod time_onnx;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Write every descendant as a standalone ONNX file (sliced, BN folded).
     #[command(hide = true)]
     ExportDescendant(export::Args),
+    /// Time any ONNX file in tract the way descendants are timed.
+    #[command(hide = true)]
+    TimeOnnx(time_onnx::Args),
     /// Show the plan the node would make for its configured tasks under a budget.
     Plan(plan::Args),
 }
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Profile(a) => profile::run(a),
         Command::ExportDescendant(a) => export::run(a),
+        Command::TimeOnnx(a) => time_onnx::run(a),
         Command::Plan(a) => plan::run(a),
     };
     match result {

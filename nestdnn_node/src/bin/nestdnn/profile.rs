@@ -31,11 +31,57 @@ pub struct Args {
     /// Minimum timed runs per descendant.
     #[arg(long, default_value_t = 50)]
     min_runs: usize,
+    /// Instead: time every operator of this descendant (`vanilla` for the vanilla model) and
+    /// print where its latency goes (not cached).
+    #[arg(long, value_name = "DESCENDANT")]
+    ops: Option<String>,
+}
+
+fn op_breakdown(model: &MultiCapacityModel, name: &str, runs: usize) -> anyhow::Result<()> {
+    let plan = if name == "vanilla" {
+        model.build_vanilla_plan()?
+    } else {
+        let i = model
+            .manifest()
+            .descendants
+            .iter()
+            .position(|d| d.name == name)
+            .with_context(|| format!("no descendant named {name:?}"))?;
+        model.build_plan(i)?
+    };
+    let input = vec![0.5f32; plan.input_len()];
+    let mut state = plan.spawn()?;
+    for _ in 0..20 {
+        state.run(&input)?;
+    }
+    let ops = state.op_times(&input, runs.max(100))?;
+    let total: f64 = ops.iter().map(|o| o.micros).sum();
+    let rows: Vec<Vec<String>> = ops
+        .iter()
+        .map(|o| {
+            vec![
+                o.node.clone(),
+                o.op.clone(),
+                format!("{:.2}", o.micros),
+                format!("{:.1}", 100.0 * o.micros / total),
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "{} {name}: {} operators, sum of medians {total:.1} us\n",
+        model.manifest().task,
+        ops.len()
+    );
+    text += &crate::table(&["node", "op", "us", "%"], &rows);
+    crate::emit(&text)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = MultiCapacityModel::load(&args.model_dir)
         .with_context(|| format!("loading model {}", args.model_dir.display()))?;
+    if let Some(name) = &args.ops {
+        return op_breakdown(&model, name, args.min_runs);
+    }
     let cache = if args.no_cache {
         None
     } else {
