@@ -42,6 +42,19 @@ fn ladder_strategy(max_d: usize) -> impl Strategy<Value = Vec<(f64, f64, u64)>> 
 /// Instances whose budgets are a random fraction of what every task needs on its largest
 /// descendant at full frame rate, so that the trade-offs bind.
 fn inst_strategy(max_t: usize, max_d: usize) -> impl Strategy<Value = Inst> {
+    inst_strategy_in(max_t, max_d, 0.05..1.3, 0.3..1.3, false)
+}
+
+/// As [`inst_strategy`] with the budget fractions drawn from the given ranges. With
+/// `mem_between`, memory is `min + frac x (max - min)` of what the tasks need on their
+/// smallest and largest descendants (nothing pauses, memory binds for frac < 1).
+fn inst_strategy_in(
+    max_t: usize,
+    max_d: usize,
+    core_frac: std::ops::Range<f64>,
+    mem_frac: std::ops::Range<f64>,
+    mem_between: bool,
+) -> impl Strategy<Value = Inst> {
     (
         prop::collection::vec(
             (
@@ -51,10 +64,10 @@ fn inst_strategy(max_t: usize, max_d: usize) -> impl Strategy<Value = Inst> {
             ),
             1..=max_t,
         ),
-        0.05f64..1.3,
-        0.3f64..1.3,
+        core_frac,
+        mem_frac,
     )
-        .prop_map(|(ts, core_frac, mem_frac)| {
+        .prop_map(move |(ts, core_frac, mem_frac)| {
             let tasks: Vec<TaskSpec> = ts
                 .into_iter()
                 .enumerate()
@@ -96,10 +109,19 @@ fn inst_strategy(max_t: usize, max_d: usize) -> impl Strategy<Value = Inst> {
                         .memory_bytes(t.ladder.largest(), SwitchPolicy::OnDemand)
                 })
                 .sum();
+            let min_mem: u64 = tasks
+                .iter()
+                .map(|t| t.ladder.memory_bytes(0, SwitchPolicy::OnDemand))
+                .sum();
+            let memory = if mem_between {
+                min_mem + (mem_frac * (need_mem - min_mem) as f64) as u64
+            } else {
+                (mem_frac * need_mem as f64) as u64
+            };
             Inst {
                 tasks,
                 cores: core_frac * need_cores,
-                memory: (mem_frac * need_mem as f64) as u64,
+                memory,
             }
         })
 }
@@ -323,6 +345,32 @@ proptest! {
                 prop_assert!(cb <= ca + 1e-9, "{:?}: own cost rose from {} to {} ({} -> {}, {} -> {} cores)",
                     obj, ca, cb, ta.descendant, tb.descendant, ta.share, tb.share);
                 prop_assert!(tb.expected_accuracy >= ta.expected_accuracy - 1e-12 || tb.expected_fps >= ta.expected_fps - 1e-9);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// The same with a memory budget that binds (the Pareto programme and the memory-aware
+    /// min-max search).
+    #[test]
+    fn exact_matches_brute_force_when_memory_binds(inst in inst_strategy_in(3, 4, 0.3..1.5, 0.0..0.9, true)) {
+        let step = 0.1;
+        for obj in [Objective::MinTotalCost, Objective::MinMaxCost] {
+            let p = run(&inst, obj, SolverChoice::Exact, step);
+            check_feasible(&inst, &p, step);
+            if p.tasks.iter().all(|t| t.status != TaskStatus::Running) {
+                continue;
+            }
+            let (b0, b1) = brute(&inst, &p, step, obj).expect("brute force found no plan");
+            match obj {
+                Objective::MinMaxCost => {
+                    prop_assert!(close(p.max_cost, b0), "max {} vs brute {}", p.max_cost, b0);
+                    prop_assert!(close(p.total_cost, b1), "total {} vs brute {}", p.total_cost, b1);
+                }
+                _ => prop_assert!(close(p.total_cost, b0), "total {} vs brute {}", p.total_cost, b0),
             }
         }
     }

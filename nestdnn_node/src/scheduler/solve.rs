@@ -410,6 +410,89 @@ fn pareto_total(tables: &[Table], units: usize, memory: u64, limit: f64) -> Opti
         .collect();
 
     let w = units + 1;
+    // Branch and bound (exactness kept): an upper bound from the greedy solver repaired to
+    // fit memory, and per stage a lower bound on the remaining tasks' cost for the units
+    // left, with memory relaxed. A label whose cost plus that bound exceeds the upper bound
+    // cannot lead to an optimum.
+    let cost_of = |ch: &[(usize, usize)]| -> f64 {
+        let within = ch.iter().zip(tables).all(|(&(d, u), t)| t.c(d, u) <= limit);
+        if within && mem_of(tables, ch) <= memory {
+            ch.iter().zip(tables).map(|(&(d, u), t)| t.c(d, u)).sum()
+        } else {
+            INF
+        }
+    };
+    let (mut greedy, _) = greedy_total(tables, units);
+    let lambda = repair_memory(tables, &mut greedy, memory)
+        .unwrap_or(0.0)
+        .max(0.0);
+    let mut ub = cost_of(&greedy);
+    // Remaining tasks' least cost for r units with memory relaxed (lambda = 0), and with
+    // memory priced at lambda (a Lagrangian bound: cost >= rest_l - lambda * memory left).
+    let rest = |lam: f64| -> (Vec<Vec<f64>>, Vec<Vec<(u32, u32)>>) {
+        let mut rest = vec![vec![0.0f64; w]; n + 1];
+        let mut arg = vec![vec![(0u32, 0u32); w]; n];
+        for k in (0..n).rev() {
+            let t = &tables[k];
+            let mut h = vec![INF; t.ucap + 1];
+            let mut hd = vec![0usize; t.ucap + 1];
+            for (u, (hu, hdu)) in h.iter_mut().zip(hd.iter_mut()).enumerate().skip(1) {
+                for d in t.ds() {
+                    let c = t.c(d, u);
+                    let priced = c + lam * (t.mem[d] as f64);
+                    if c <= limit && priced < *hu {
+                        *hu = priced;
+                        *hdu = d;
+                    }
+                }
+            }
+            let (next, cur) = {
+                let (a, b) = rest.split_at_mut(k + 1);
+                (&b[0], &mut a[k])
+            };
+            for r in 0..w {
+                let mut best = INF;
+                for u in 1..=t.ucap.min(r) {
+                    let v = next[r - u] + h[u];
+                    if v < best {
+                        best = v;
+                        arg[k][r] = (u as u32, hd[u] as u32);
+                    }
+                }
+                cur[r] = best;
+            }
+        }
+        (rest, arg)
+    };
+    let (rest0, _) = rest(0.0);
+    let rest_l = if lambda > 0.0 {
+        let (rl, arg) = rest(lambda);
+        // The priced optimum is a candidate plan too.
+        let mut ch = Vec::with_capacity(n);
+        let mut r = units;
+        for a in arg.iter().take(n) {
+            let (u, d) = a[r];
+            if u == 0 {
+                break;
+            }
+            ch.push((d as usize, u as usize));
+            r -= u as usize;
+        }
+        if ch.len() == n {
+            ub = ub.min(cost_of(&ch));
+        }
+        Some(rl)
+    } else {
+        None
+    };
+    let ub = ub + ub.abs() * 1e-12 + 1e-12;
+    let bound = |k: usize, r: usize, m: u64| -> f64 {
+        let b0 = rest0[k][r];
+        match &rest_l {
+            Some(rl) => b0.max(rl[k][r] - lambda * memory.saturating_sub(m) as f64),
+            None => b0,
+        }
+    };
     let mut stages: Vec<Vec<Label>> = Vec::with_capacity(n + 1);
     let mut ranges: Vec<Vec<(u32, u32)>> = Vec::with_capacity(n + 1);
     stages.push(vec![Label {
@@ -442,8 +525,12 @@ fn pareto_total(tables: &[Table], units: usize, memory: u64, limit: f64) -> Opti
                         if m.saturating_add(rest_min[k + 1]) > memory {
                             continue;
                         }
+                        let c = lab.cost + t.c(d, u);
+                        if c + bound(k + 1, units - s_prev - u, m) > ub {
+                            continue;
+                        }
                         buckets[s_prev + u].push(Label {
-                            cost: lab.cost + t.c(d, u),
+                            cost: c,
                             mem: m,
                             prev: idx,
                             u: u as u16,
@@ -763,13 +850,15 @@ fn greedy_minmax(tables: &[Table], units: usize) -> Choice {
         .collect()
 }
 
-/// Downgrades descendants (least cost increase per byte saved) until memory fits.
-fn repair_memory(tables: &[Table], ch: &mut [(usize, usize)], memory: u64) -> bool {
-    let mut repaired = false;
+/// Downgrades descendants (least cost increase per byte saved) until memory fits. Returns
+/// the largest cost-per-byte ratio applied (`None`: nothing was downgraded), an estimate of
+/// the memory constraint's Lagrange multiplier.
+fn repair_memory(tables: &[Table], ch: &mut [(usize, usize)], memory: u64) -> Option<f64> {
+    let mut worst: Option<f64> = None;
     loop {
         let used = mem_of(tables, ch);
         if used <= memory {
-            return repaired;
+            return worst;
         }
         let mut best: Option<(f64, usize, usize)> = None;
         for (k, t) in tables.iter().enumerate() {
@@ -784,11 +873,11 @@ fn repair_memory(tables: &[Table], ch: &mut [(usize, usize)], memory: u64) -> bo
                 }
             }
         }
-        let Some((_, k, d2)) = best else {
-            return repaired;
+        let Some((ratio, k, d2)) = best else {
+            return worst;
         };
         ch[k].0 = d2;
-        repaired = true;
+        worst = Some(worst.map_or(ratio, |w| w.max(ratio)));
     }
 }
 
@@ -936,7 +1025,7 @@ pub(crate) fn solve(tasks: &[TaskIn<'_>], env: &Env) -> Option<Outcome> {
                 Objective::MinMaxCost => (greedy_minmax(&tables, units), 0.0),
                 _ => greedy_total(&tables, units),
             };
-            memory_repaired = repair_memory(&tables, &mut c, env.memory);
+            memory_repaired = repair_memory(&tables, &mut c, env.memory).is_some();
             if !memory_repaired {
                 gap_bound = Some(bound);
             }
