@@ -14,9 +14,11 @@ if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
 fi
 py=$(scripts/py-env.sh | tail -1)
 if [ -z "${NESTDNN_BIN_DIR:-}" ]; then
-  echo "==> building the node binaries (release)"
-  cargo build --release -p nestdnn_node --bins --features dds >&2
-  export NESTDNN_BIN_DIR="$root/target/release"
+  # The test profile (opt-level 2, as `cargo test` builds the crate) reuses what
+  # `cargo test --workspace` compiled; it writes to target/debug.
+  echo "==> building the node binaries (test profile)"
+  cargo build --profile test -p nestdnn_node --bin nestdnn_node --bin resource_monitor >&2
+  export NESTDNN_BIN_DIR="$root/target/debug"
 fi
 # Cyclone: big enough receive buffers for camera frames (docs/ros2-notes.md P11).
 export CYCLONEDDS_URI='<CycloneDDS><Domain><Internal><SocketReceiveBufferSize min="4MB"/></Internal></Domain></CycloneDDS>'
