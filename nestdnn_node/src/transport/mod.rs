@@ -1,8 +1,8 @@
 //! ROS transports: the thin adapters between ROS 2 middleware and the ROS-free core.
 //!
-//! - [`dds`] (feature `dds`, default): ROS 2 over DDS with the pure-Rust ros2-client / RustDDS
+//! - `dds` (feature `dds`, default): ROS 2 over DDS with the pure-Rust ros2-client / RustDDS
 //!   stack; no ROS installation needed.
-//! - [`r2r`] (feature `r2r`): ROS 2 over rcl via r2r, raw publish/subscribe with this crate's
+//! - `r2r` (feature `r2r`): ROS 2 over rcl via r2r, raw publish/subscribe with this crate's
 //!   CDR types (needs a sourced ROS 2 to link).
 //!
 //! Both take fully-resolved topic names (see [`crate::rosargs::NameContext`]), the QoS
