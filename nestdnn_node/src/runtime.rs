@@ -245,6 +245,7 @@ struct Stats {
     switches: u64,
     descendant: Option<usize>,
     cpu: Duration,
+    cpu_by_descendant: Vec<Option<f64>>,
     samples: VecDeque<(f64, f64, f64)>,
 }
 
@@ -351,6 +352,7 @@ impl<M: InferenceModel> Runtime<M> {
                         switches: 0,
                         descendant: None,
                         cpu: Duration::ZERO,
+                        cpu_by_descendant: Vec::new(),
                         samples: VecDeque::with_capacity(opts.latency_window.min(4096)),
                     },
                 }),
@@ -537,6 +539,22 @@ impl<M: InferenceModel> Runtime<M> {
         self.tasks.get(task).map(|t| snapshot(t))
     }
 
+    /// Per descendant (index) of task `task`, the thread CPU time one frame takes here,
+    /// seconds: an exponentially weighted mean (weight 0.1 per frame), `None` where the
+    /// descendant never served. Feed it to [`crate::scheduler::Ladder::calibrated`] (and the
+    /// planner's profile trigger) so plans use what frames really cost on this machine.
+    pub fn cpu_per_frame(&self, task: usize) -> Vec<Option<f64>> {
+        self.tasks.get(task).map_or_else(Vec::new, |t| {
+            t.state
+                .lock()
+                .stats
+                .cpu_by_descendant
+                .iter()
+                .map(|m| m.map(|ms| ms / 1e3))
+                .collect()
+        })
+    }
+
     /// Snapshots of every task's counters.
     pub fn all_counters(&self) -> Vec<TaskCounters> {
         self.tasks.iter().map(|t| snapshot(t)).collect()
@@ -563,6 +581,71 @@ impl<M: InferenceModel> Runtime<M> {
             }
         }
     }
+}
+
+/// Frame rates measured by [`drive`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrivenRate {
+    /// Task name.
+    pub task: String,
+    /// Frames processed per second over the run.
+    pub delivered_fps: f64,
+    /// Frames pushed per second.
+    pub offered_fps: f64,
+    /// Frames dropped (replaced) during the run.
+    pub dropped: u64,
+    /// Thread CPU time per second spent in inference, cores.
+    pub cpu_cores: f64,
+}
+
+/// Plays camera streams into a runtime: every `1 / camera_hz` seconds one frame per task
+/// (cycling through `frames[task]`), for `duration`, on the calling thread; then reports
+/// each task's delivered rate. Tasks with no frames are not fed. For benchmarks, demos and
+/// acceptance tests.
+pub fn drive<M>(
+    rt: &Runtime<M>,
+    frames: &[Vec<M::Input>],
+    camera_hz: f64,
+    duration: Duration,
+) -> Vec<DrivenRate>
+where
+    M: InferenceModel,
+    M::Input: Clone,
+{
+    let before = rt.all_counters();
+    let period = Duration::from_secs_f64(1.0 / camera_hz.clamp(0.001, 100_000.0));
+    let t0 = Instant::now();
+    let mut next = t0;
+    let mut tick = 0usize;
+    let mut pushed = vec![0u64; rt.len()];
+    while t0.elapsed() < duration {
+        for (task, f) in frames.iter().enumerate().take(rt.len()) {
+            if let Some(x) = f.get(tick % f.len().max(1)) {
+                rt.push(task, x.clone());
+                pushed[task] += 1;
+            }
+        }
+        tick += 1;
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let after = rt.all_counters();
+    before
+        .iter()
+        .zip(&after)
+        .zip(&pushed)
+        .map(|((b, a), &p)| DrivenRate {
+            task: a.task.clone(),
+            delivered_fps: (a.processed - b.processed) as f64 / secs,
+            offered_fps: p as f64 / secs,
+            dropped: a.dropped - b.dropped,
+            cpu_cores: (a.cpu_time_s - b.cpu_time_s) / secs,
+        })
+        .collect()
 }
 
 impl<M: InferenceModel> Drop for Runtime<M> {
@@ -700,6 +783,14 @@ fn worker<M: InferenceModel>(
                         s.switches += 1;
                     }
                     s.descendant = Some(d);
+                    if d < 65_536 {
+                        if s.cpu_by_descendant.len() <= d {
+                            s.cpu_by_descendant.resize(d + 1, None);
+                        }
+                        let ms = cpu.as_secs_f64() * 1e3;
+                        let e = &mut s.cpu_by_descendant[d];
+                        *e = Some(e.map_or(ms, |m| 0.9 * m + 0.1 * ms));
+                    }
                 }
                 None => s.errors += 1,
             }

@@ -487,3 +487,22 @@ fn priority_raise_moves_capacity_to_the_task() {
     );
     assert!(a1.cost.unwrap() / 10.0 <= a0.cost.unwrap() + 1e-12);
 }
+
+#[test]
+fn calibration_replaces_observed_latencies_and_scales_the_rest() {
+    let l = ladder("a");
+    // d1 observed at 12 ms (profiled 8 ms): ratio 1.5 for the others.
+    let c = l.calibrated(&[None, Some(0.012)]);
+    let lat: Vec<f64> = c.rungs().iter().map(|r| r.latency_s * 1e3).collect();
+    for (got, want) in lat.iter().zip([6.0, 12.0, 24.0, 48.0]) {
+        assert!((got - want).abs() < 1e-9, "{lat:?}");
+    }
+    // Accuracy, memory untouched; bad observations ignored.
+    assert_eq!(c.rungs()[3].accuracy, l.rungs()[3].accuracy);
+    assert_eq!(
+        c.memory_bytes(2, SwitchPolicy::OnDemand),
+        l.memory_bytes(2, SwitchPolicy::OnDemand)
+    );
+    assert_eq!(&l.calibrated(&[Some(f64::NAN), Some(-1.0), Some(0.0)]), &*l);
+    assert_eq!(&l.calibrated(&[]), &*l);
+}

@@ -131,6 +131,35 @@ impl Ladder {
         Ladder::new(task, rungs, Some(profile.master_bytes))
     }
 
+    /// This ladder with latencies measured in operation: `observed[d]` (seconds per frame of
+    /// thread CPU time, e.g. from the runtime's counters) replaces descendant d's latency;
+    /// descendants without an observation are scaled by the median ratio observed/profiled
+    /// of those with one (cold caches and interference slow every descendant alike). Entries
+    /// that are missing, not finite or not > 0 are ignored; with none left the ladder is
+    /// returned unchanged.
+    pub fn calibrated(&self, observed: &[Option<f64>]) -> Ladder {
+        let obs = |d: usize| {
+            observed
+                .get(d)
+                .copied()
+                .flatten()
+                .filter(|x| x.is_finite() && *x > 0.0)
+        };
+        let mut ratios: Vec<f64> = (0..self.rungs.len())
+            .filter_map(|d| obs(d).map(|o| o / self.rungs[d].latency_s))
+            .collect();
+        if ratios.is_empty() {
+            return self.clone();
+        }
+        ratios.sort_by(f64::total_cmp);
+        let ratio = ratios[ratios.len() / 2];
+        let mut out = self.clone();
+        for (d, r) in out.rungs.iter_mut().enumerate() {
+            r.latency_s = obs(d).unwrap_or(r.latency_s * ratio);
+        }
+        out
+    }
+
     /// The descendants, in manifest order.
     pub fn rungs(&self) -> &[Rung] {
         &self.rungs

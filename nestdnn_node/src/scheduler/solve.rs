@@ -309,6 +309,9 @@ fn restrict_memory(tables: &mut [Table], memory: u64) -> bool {
 
 type Choice = Vec<(usize, usize)>;
 
+/// Per stage and units left: least remaining cost, and the (units, descendant) achieving it.
+type RestTables = (Vec<Vec<f64>>, Vec<Vec<(u32, u32)>>);
+
 fn mem_of(tables: &[Table], ch: &[(usize, usize)]) -> u64 {
     tables
         .iter()
@@ -429,7 +432,7 @@ fn pareto_total(tables: &[Table], units: usize, memory: u64, limit: f64) -> Opti
     let mut ub = cost_of(&greedy);
     // Remaining tasks' least cost for r units with memory relaxed (lambda = 0), and with
     // memory priced at lambda (a Lagrangian bound: cost >= rest_l - lambda * memory left).
-    let rest = |lam: f64| -> (Vec<Vec<f64>>, Vec<Vec<(u32, u32)>>) {
+    let rest = |lam: f64| -> RestTables {
         let mut rest = vec![vec![0.0f64; w]; n + 1];
         let mut arg = vec![vec![(0u32, 0u32); w]; n];
         for k in (0..n).rev() {
