@@ -267,7 +267,11 @@ fn area_average_matches_image_thumbnail() {
         (1000, 3, 7, 1, None),
     ] {
         let img = ImageBuffer::from_fn(w, h, |x, y| {
-            Rgb([(x * 7 + y * 3) as u8, (x * x + y) as u8, (y * 11 ^ x) as u8])
+            Rgb([
+                (x * 7 + y * 3) as u8,
+                (x * x + y) as u8,
+                ((y * 11) ^ x) as u8,
+            ])
         });
         let r = roi.unwrap_or_default();
         let (rw, rh) = (
