@@ -1,13 +1,20 @@
 //! `nestdnn plan --params FILE [--cores X] [--memory-mb M] [--objective ...] [--json]`: the
 //! plan the node would make for every enabled configured task, as if all cameras delivered.
+//! With `--run SECONDS` it then executes the plan on the real models (their fixture images
+//! played as cameras) and reports each task's delivered frame rate against the prediction.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nestdnn::config::{NodeConfig, NodeName, Params};
-use nestdnn::model::MultiCapacityModel;
+use nestdnn::model::{ModelSlot, MultiCapacityModel};
 use nestdnn::profile::{load_or_profile, ProfileCache, ProfileOptions};
-use nestdnn::scheduler::{plan_all, Budget, Ladder, Objective, SolverChoice, TaskSpec};
+use nestdnn::runtime::{drive, DrivenRate, Runtime, RuntimeOptions, TaskSetup};
+use nestdnn::scheduler::{
+    plan_all, Budget, Ladder, Objective, Plan, Settings, SolverChoice, TaskSpec, TaskStatus,
+};
 
 /// Arguments of `nestdnn plan`.
 #[derive(Debug, clap::Args)]
@@ -44,6 +51,17 @@ pub struct Args {
     /// "expected_accuracy", "expected_fps", "cost", ...}], ...}.
     #[arg(long)]
     json: bool,
+    /// Then run the plan for this many seconds on the real models (fixture images as cameras)
+    /// and report delivered against expected frame rates.
+    #[arg(long, value_name = "SECONDS")]
+    run: Option<f64>,
+    /// Camera rate for --run [default: twice the highest target_fps].
+    #[arg(long)]
+    camera_hz: Option<f64>,
+    /// Before measuring (--run), calibrate the latencies from the CPU time frames take in the
+    /// runtime this many times (run 1 s, `Ladder::calibrated`, re-plan).
+    #[arg(long, default_value_t = 0)]
+    calibrate: usize,
 }
 
 fn non_negative(name: &str, v: f64) -> anyhow::Result<f64> {
@@ -80,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cache_dir = args.cache_dir.clone().or_else(ProfileCache::default_dir);
     let cache = cache_dir.map(ProfileCache::new);
     let mut specs = Vec::with_capacity(cfg.tasks.len());
+    let mut models = Vec::with_capacity(cfg.tasks.len());
     for t in &cfg.tasks {
         let model = MultiCapacityModel::load(&t.model_dir)
             .with_context(|| format!("task {}: loading model {}", t.name, t.model_dir.display()))?;
@@ -109,13 +128,112 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             priority: t.priority,
             target_fps: t.target_fps,
             enabled: t.enabled,
-            ladder: std::sync::Arc::new(ladder),
+            ladder: Arc::new(ladder),
+        });
+        models.push(Arc::new(model));
+    }
+    let plan = plan_all(cfg.scheduler.clone(), specs.clone(), budget)?;
+    let Some(secs) = args.run else {
+        return if args.json {
+            crate::emit(&(serde_json::to_string_pretty(&plan.to_json())? + "\n"))
+        } else {
+            crate::emit(&plan.to_table())
+        };
+    };
+    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+        bail!("--run must be in (0, 3600] seconds, got {secs}");
+    }
+    let (plan, rates) = run_plan(&cfg.scheduler, specs, budget, plan, &models, secs, &args)?;
+    if args.json {
+        let mut v = plan.to_json();
+        v["run"] = serde_json::to_value(&rates)?;
+        return crate::emit(&(serde_json::to_string_pretty(&v)? + "\n"));
+    }
+    let mut text = plan.to_table();
+    text.push_str(&format!("run: {secs} s\n"));
+    let rows: Vec<Vec<String>> = plan
+        .tasks
+        .iter()
+        .zip(&rates)
+        .map(|(t, r)| {
+            vec![
+                t.task.clone(),
+                t.descendant.clone(),
+                format!("{:.1}", t.expected_fps),
+                format!("{:.1}", r.delivered_fps),
+                if t.expected_fps > 0.0 {
+                    format!("{:+.1}%", (r.delivered_fps / t.expected_fps - 1.0) * 100.0)
+                } else {
+                    "-".to_string()
+                },
+                format!("{:.3}", r.cpu_cores),
+                format!("{:.3}", t.share),
+            ]
+        })
+        .collect();
+    text.push_str(&crate::table(
+        &[
+            "task",
+            "descendant",
+            "expected_fps",
+            "delivered_fps",
+            "deviation",
+            "cpu_cores",
+            "share",
+        ],
+        &rows,
+    ));
+    crate::emit(&text)
+}
+
+/// Runs `plan` on resident slots of `models`; optionally calibrates and re-plans first.
+fn run_plan(
+    settings: &Settings,
+    mut specs: Vec<TaskSpec>,
+    budget: Budget,
+    mut plan: Plan,
+    models: &[Arc<MultiCapacityModel>],
+    secs: f64,
+    args: &Args,
+) -> anyhow::Result<(Plan, Vec<DrivenRate>)> {
+    let mut setups = Vec::with_capacity(models.len());
+    let mut frames = Vec::with_capacity(models.len());
+    for (m, s) in models.iter().zip(&specs) {
+        let fx = m.load_fixtures()?;
+        frames.push(
+            (0..fx.len())
+                .filter_map(|i| fx.input(i).map(<[f32]>::to_vec))
+                .collect::<Vec<_>>(),
+        );
+        let initial = plan
+            .task(&s.name)
+            .filter(|t| t.status == TaskStatus::Running)
+            .map_or(0, |t| t.descendant_index);
+        setups.push(TaskSetup {
+            name: s.name.clone(),
+            model: Arc::new(ModelSlot::new(m.clone(), settings.switch_policy, initial)?),
+            target_fps: s.target_fps,
         });
     }
-    let plan = plan_all(cfg.scheduler.clone(), specs, budget)?;
-    if args.json {
-        crate::emit(&(serde_json::to_string_pretty(&plan.to_json())? + "\n"))
-    } else {
-        crate::emit(&plan.to_table())
+    let hz = args
+        .camera_hz
+        .unwrap_or_else(|| 2.0 * specs.iter().map(|s| s.target_fps).fold(1.0, f64::max));
+    if !(hz.is_finite() && hz > 0.0) {
+        bail!("--camera-hz must be a finite number > 0, got {hz}");
     }
+    let rt = Runtime::start(setups, RuntimeOptions::default(), |_| {})?;
+    for round in 0..=args.calibrate {
+        rt.apply(&plan)?;
+        drive(&rt, &frames, hz, Duration::from_secs(1));
+        if round == args.calibrate {
+            break;
+        }
+        for (i, s) in specs.iter_mut().enumerate() {
+            s.ladder = Arc::new(s.ladder.calibrated(&rt.cpu_per_frame(i)));
+        }
+        plan = plan_all(settings.clone(), specs.clone(), budget)?;
+    }
+    let rates = drive(&rt, &frames, hz, Duration::from_secs_f64(secs));
+    rt.shutdown(false);
+    Ok((plan, rates))
 }
