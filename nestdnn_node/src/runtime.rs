@@ -190,7 +190,7 @@ pub struct LatencyStats {
 }
 
 /// A snapshot of one task's counters.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TaskCounters {
     /// Task name.
     pub task: String,
