@@ -406,3 +406,14 @@ fn policies_report_memory_and_switch_time() {
     ));
     assert!(ModelSlot::new(m, SwitchPolicy::OnDemand, 5).is_err());
 }
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<MultiCapacityModel>();
+    send_sync::<DescendantPlan>();
+    send_sync::<ModelSlot>();
+    send_sync::<ModelError>();
+    send::<PlanState>();
+}
