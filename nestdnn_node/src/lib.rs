@@ -11,14 +11,19 @@
 //! - [`config`]: node configuration from a ROS 2 parameters file, validated.
 //! - [`scheduler`]: cost model and solvers that pick a descendant and a compute share per task.
 //! - [`runtime`]: the multi-tenant task runtime: mailboxes, workers, share arbiter, counters.
+//! - [`sim`]: the runtime's rules in virtual time: a deterministic executor of plans over frame
+//!   arrivals (replay's default pacing, benchmarks).
 //! - [`msgs`]: ROS 2 message types with CDR (de)serialisation.
 //! - [`bag`]: rosbag2 reading (MCAP, sqlite3) and MCAP writing.
 //! - [`monitor`]: machine resource readings (/proc, cgroup v2, battery) and the budget they imply.
 //! - [`node`]: node wiring shared by the transports (shutdown on signals, stamps, logging).
 //! - [`transport`]: ROS middleware adapters: pure-Rust DDS (feature `dds`), r2r (feature `r2r`).
+//! - [`bench`]: the multi-tenant benchmark (NestDNN against the status quo): workload,
+//!   harness, curves and gains, report.
 //! - [`rosargs`]: the ROS 2 command line (`--ros-args`), name resolution, remaps, domain id.
 
 pub mod bag;
+pub mod bench;
 pub mod config;
 pub mod model;
 pub mod monitor;
@@ -29,4 +34,5 @@ pub mod profile;
 pub mod rosargs;
 pub mod runtime;
 pub mod scheduler;
+pub mod sim;
 pub mod transport;
