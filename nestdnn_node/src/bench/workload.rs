@@ -1,0 +1,370 @@
+//! The multi-tenant workload of `nestdnn bench multitenant` (issue 7), fixed before any result
+//! was looked at. Everything a run does is decided here from a setting and a run index:
+//! which apps run when, the compute and memory budgets, and when a background CPU load
+//! appears. Nothing here depends on measurements, so a workload cannot drift towards a result.
+//!
+//! # The workload
+//! * **Apps**: the four committed multi-capacity models ([`APPS`]), 7 nested descendants each,
+//!   fed from the labelled held-out frames of `test/bags/recording` (600 per app, ground truth
+//!   on `<topic>/ground_truth`) at [`CAMERA_HZ`] each, cycling through the 600 frames.
+//! * **Arrivals**: at the start [`MIN_CONCURRENT`]..=[`MAX_CONCURRENT`] apps (uniform) run;
+//!   then events at exponential gaps (mean [`MEAN_EVENT_GAP_S`]) each start a stopped app or
+//!   stop a running one (each with probability 1/2 while both are possible), so 2 to 4 apps
+//!   run at any time.
+//! * **Budgets**: the device is a slice of this machine of `compute_cores` cores (run `i` uses
+//!   [`COMPUTE_BUDGETS_CORES`]`[i % 3]`) and `memory_bytes` ([`MEMORY_BUDGETS_MIB`]`[(i / 3) % 2]`).
+//!   The models are small (0.16 to 0.46 ms per frame at one core here), so four apps at 30 Hz
+//!   contend only on a slice of a core: the budgets are chosen so that the largest
+//!   descendants of four apps need more than the smallest budget and about the largest one
+//!   (0.02 cores each at 30 Hz with the 1.3-1.6x run-time overhead), and the tight memory
+//!   budget holds the four masters with small descendants but not with the largest ones
+//!   (on-demand switching: 3.1 MB with every app on d0, 5.5 MB on d6).
+//! * **Background load**: alternating quiet and loaded spells (durations uniform in
+//!   [`BACKGROUND_QUIET_S`] and [`BACKGROUND_LOADED_S`], first spell quiet); a loaded spell
+//!   runs a separate low-priority process (`nice 19`) burning [`BACKGROUND_CORES`] (one of
+//!   the two values, uniform) of this machine. The planner never sees the script: the
+//!   resource monitor's core ([`crate::monitor::Monitor`], in-process, reading `/proc` every
+//!   [`MONITOR_PERIOD_S`]) measures the cores other processes use, and the device loses the
+//!   same fraction of its cores: `device_cores = compute_cores x available / online`.
+//!   Other processes on the machine (builds) count too: that is what a monitor sees.
+//! * **Runs**: [`FULL`] (60 s, 6 runs: every compute x memory budget once) and [`QUICK`]
+//!   (20 s, 2 runs, for CI smoke checks).
+//!
+//! # Systems and their knobs
+//! * **Status quo** (`static`): every running app on one fixed descendant level (the knob,
+//!   [`STATUS_QUO_LEVELS`]; level 6 is the largest descendant, the vanilla architecture, and is
+//!   *the* status quo; level 0 is `smallest`, the floor), the device's cores split equally
+//!   between the running apps, as the OS would share the processor; it never changes models.
+//! * **NestDNN**: the planner (`min_total_cost` or `min_max_cost`, exact solver) with the
+//!   monitor's budget, re-planning on app start/stop, budget change and calibrated profiles;
+//!   the knob is `alpha` ([`ALPHAS`]); target frame rate = camera rate.
+//!
+//! All systems of one run execute at the same time on the same frames, the same app
+//! schedule and the same monitor readings (one camera clock feeds every system).
+//!
+//! # Comparison (defined before the results)
+//! Per system and knob value the runs are pooled: accuracy = correct / processed frames,
+//! frame rate = processed frames / run seconds (all apps, averaged over runs). Each system's
+//! points form its accuracy-vs-frame-rate curve (upper-right Pareto front, linear between
+//! points). For every status-quo level L whose accuracy the NestDNN curve reaches:
+//! frame-rate gain = NestDNN's frame rate at that accuracy / the level's frame rate; for every
+//! level whose frame rate the NestDNN curve reaches: accuracy gain (points) = NestDNN's
+//! accuracy at that frame rate - the level's accuracy. The headline figures are the largest
+//! over the levels (the paper's "up to"); the figures at level 6 (the status quo proper) are
+//! reported beside them. CPU per frame ratio = the status quo's CPU-seconds per processed
+//! frame at the level of the headline frame-rate gain / NestDNN's at the same accuracy (an
+//! energy proxy: CPU time, not joules). "Best objective" = the one with the larger headline
+//! frame-rate gain.
+
+/// The four apps (model folders under `models/`), in task order.
+pub const APPS: [&str; 4] = ["fashion_vgg", "fashion_resnet", "digits_vgg", "digits_resnet"];
+
+/// Camera rate of every app, frames per second.
+pub const CAMERA_HZ: f64 = 30.0;
+
+/// The planner's target frame rate for every app (= the camera rate).
+pub const TARGET_FPS: f64 = 30.0;
+
+/// Fewest apps running at once.
+pub const MIN_CONCURRENT: usize = 2;
+
+/// Most apps running at once.
+pub const MAX_CONCURRENT: usize = 4;
+
+/// Mean gap between app start/stop events, seconds (exponential).
+pub const MEAN_EVENT_GAP_S: f64 = 8.0;
+
+/// Compute budgets of the device, cores of this machine (run `i` uses `[i % 3]`).
+pub const COMPUTE_BUDGETS_CORES: [f64; 3] = [0.04, 0.06, 0.09];
+
+/// Memory budgets of the device, MiB (run `i` uses `[(i / 3) % 2]`).
+pub const MEMORY_BUDGETS_MIB: [f64; 2] = [64.0, 4.0];
+
+/// Cores of this machine a loaded spell burns (one of them, uniform).
+pub const BACKGROUND_CORES: [f64; 2] = [0.5, 1.0];
+
+/// Duration range of a quiet spell, seconds.
+pub const BACKGROUND_QUIET_S: (f64, f64) = (4.0, 12.0);
+
+/// Duration range of a loaded spell, seconds.
+pub const BACKGROUND_LOADED_S: (f64, f64) = (4.0, 12.0);
+
+/// Period of the resource monitor's samples, seconds.
+pub const MONITOR_PERIOD_S: f64 = 0.5;
+
+/// Share quantum of the planner, cores (the smallest the scheduler allows).
+pub const SHARE_STEP: f64 = 0.005;
+
+/// Descendant levels of the status quo's sweep (6 = largest = the status quo, 0 = smallest).
+pub const STATUS_QUO_LEVELS: [usize; 7] = [0, 1, 2, 3, 4, 5, 6];
+
+/// The status quo proper: the largest descendant.
+pub const STATUS_QUO_LEVEL: usize = 6;
+
+/// NestDNN's sweep of the cost model's alpha.
+pub const ALPHAS: [f64; 5] = [0.01, 0.03, 0.1, 0.3, 1.0];
+
+/// A benchmark setting: run length and seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Setting {
+    /// Name (`full` or `quick`).
+    pub name: &'static str,
+    /// Seconds per run.
+    pub run_s: f64,
+    /// One seed per run; run `i` uses `seeds[i]`.
+    pub seeds: &'static [u64],
+}
+
+/// The README's setting: 6 runs of 60 s.
+pub const FULL: Setting = Setting {
+    name: "full",
+    run_s: 60.0,
+    seeds: &[1, 2, 3, 4, 5, 6],
+};
+
+/// CI smoke setting: 2 runs of 20 s.
+pub const QUICK: Setting = Setting {
+    name: "quick",
+    run_s: 20.0,
+    seeds: &[1, 2],
+};
+
+/// An app starts or stops.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct AppEvent {
+    /// Seconds since the run's start.
+    pub t_s: f64,
+    /// App index into [`APPS`].
+    pub app: usize,
+    /// True: starts; false: stops.
+    pub start: bool,
+}
+
+/// A loaded spell of the background process.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LoadSpell {
+    /// Start, seconds since the run's start.
+    pub from_s: f64,
+    /// End, seconds (at most the run's length).
+    pub to_s: f64,
+    /// Cores of this machine it burns.
+    pub cores: f64,
+}
+
+/// Everything one run does, derived from a setting and a run index.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunSchedule {
+    /// Run index in the setting.
+    pub index: usize,
+    /// Its seed.
+    pub seed: u64,
+    /// Seconds.
+    pub run_s: f64,
+    /// Device cores before background load.
+    pub compute_cores: f64,
+    /// Device memory, bytes.
+    pub memory_bytes: u64,
+    /// Apps running at t = 0.
+    pub initial: Vec<usize>,
+    /// Start/stop events after t = 0, in time order.
+    pub events: Vec<AppEvent>,
+    /// Background load spells, in time order.
+    pub background: Vec<LoadSpell>,
+}
+
+impl RunSchedule {
+    /// Which apps run at `t_s`.
+    pub fn running_at(&self, t_s: f64) -> [bool; 4] {
+        let mut on = [false; 4];
+        for &a in &self.initial {
+            on[a] = true;
+        }
+        for e in self.events.iter().take_while(|e| e.t_s <= t_s) {
+            on[e.app] = e.start;
+        }
+        on
+    }
+
+    /// Background cores burning at `t_s` (0 when quiet).
+    pub fn background_at(&self, t_s: f64) -> f64 {
+        self.background
+            .iter()
+            .find(|s| s.from_s <= t_s && t_s < s.to_s)
+            .map_or(0.0, |s| s.cores)
+    }
+}
+
+/// SplitMix64: a small, fully specified generator (the workload must not change with a
+/// dependency's version).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in [0, n) (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.unit() * n as f64) as usize).min(n.saturating_sub(1))
+    }
+
+    /// Exponential with the given mean.
+    pub fn exponential(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.unit()).ln()
+    }
+}
+
+/// The schedule of run `index` of `setting` (`None` if the setting has no such run).
+pub fn schedule(setting: &Setting, index: usize) -> Option<RunSchedule> {
+    let seed = *setting.seeds.get(index)?;
+    let run_s = setting.run_s;
+    let mut rng = SplitMix64::new(seed ^ 0x6E65_7374_646E_6E37); // "nestdnn7"
+    let n0 = MIN_CONCURRENT + rng.below(MAX_CONCURRENT - MIN_CONCURRENT + 1);
+    let mut order: Vec<usize> = (0..APPS.len()).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let mut initial: Vec<usize> = order[..n0].to_vec();
+    initial.sort_unstable();
+    let mut on = [false; 4];
+    for &a in &initial {
+        on[a] = true;
+    }
+    let mut events = Vec::new();
+    let mut t = 0.0;
+    loop {
+        t += rng.exponential(MEAN_EVENT_GAP_S);
+        if t >= run_s {
+            break;
+        }
+        let running = on.iter().filter(|&&x| x).count();
+        let start = if running <= MIN_CONCURRENT {
+            true
+        } else if running >= MAX_CONCURRENT {
+            false
+        } else {
+            rng.unit() < 0.5
+        };
+        let pool: Vec<usize> = (0..APPS.len()).filter(|&a| on[a] != start).collect();
+        let app = pool[rng.below(pool.len())];
+        on[app] = start;
+        events.push(AppEvent {
+            t_s: t,
+            app,
+            start,
+        });
+    }
+    let mut background = Vec::new();
+    let mut t = rng.range(BACKGROUND_QUIET_S.0, BACKGROUND_QUIET_S.1);
+    while t < run_s {
+        let len = rng.range(BACKGROUND_LOADED_S.0, BACKGROUND_LOADED_S.1);
+        let cores = BACKGROUND_CORES[rng.below(BACKGROUND_CORES.len())];
+        background.push(LoadSpell {
+            from_s: t,
+            to_s: (t + len).min(run_s),
+            cores,
+        });
+        t += len + rng.range(BACKGROUND_QUIET_S.0, BACKGROUND_QUIET_S.1);
+    }
+    Some(RunSchedule {
+        index,
+        seed,
+        run_s,
+        compute_cores: COMPUTE_BUDGETS_CORES[index % COMPUTE_BUDGETS_CORES.len()],
+        memory_bytes: (MEMORY_BUDGETS_MIB[(index / COMPUTE_BUDGETS_CORES.len())
+            % MEMORY_BUDGETS_MIB.len()]
+            * 1048576.0) as u64,
+        initial,
+        events,
+        background,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_are_deterministic_and_seed_dependent() {
+        let a = schedule(&FULL, 0).unwrap();
+        assert_eq!(a, schedule(&FULL, 0).unwrap());
+        let b = schedule(&FULL, 1).unwrap();
+        assert_ne!(a.events, b.events);
+        assert!(schedule(&FULL, FULL.seeds.len()).is_none());
+    }
+
+    #[test]
+    fn two_to_four_apps_run_at_all_times() {
+        for s in [FULL, QUICK] {
+            for i in 0..s.seeds.len() {
+                let r = schedule(&s, i).unwrap();
+                let mut t = 0.0;
+                while t < r.run_s {
+                    let n = r.running_at(t).iter().filter(|&&x| x).count();
+                    assert!((MIN_CONCURRENT..=MAX_CONCURRENT).contains(&n), "{t}: {n}");
+                    t += 0.1;
+                }
+                assert!(r.events.windows(2).all(|w| w[0].t_s <= w[1].t_s));
+                for e in &r.events {
+                    assert!(e.t_s > 0.0 && e.t_s < r.run_s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn budgets_cover_every_combination_in_the_full_setting() {
+        let mut seen = Vec::new();
+        for i in 0..FULL.seeds.len() {
+            let r = schedule(&FULL, i).unwrap();
+            seen.push((r.compute_cores.to_bits(), r.memory_bytes));
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 6);
+    }
+
+    #[test]
+    fn background_spells_alternate_and_stay_inside_the_run() {
+        let r = schedule(&FULL, 2).unwrap();
+        assert!(!r.background.is_empty());
+        for w in r.background.windows(2) {
+            assert!(w[1].from_s - w[0].to_s >= BACKGROUND_QUIET_S.0 - 1e-9);
+        }
+        for s in &r.background {
+            assert!(s.from_s >= BACKGROUND_QUIET_S.0 - 1e-9 && s.to_s <= r.run_s);
+            assert!(BACKGROUND_CORES.contains(&s.cores));
+            assert_eq!(r.background_at((s.from_s + s.to_s) / 2.0), s.cores);
+        }
+        assert_eq!(r.background_at(0.0), 0.0);
+    }
+
+    #[test]
+    fn splitmix_matches_the_reference_sequence() {
+        // Reference values of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
+        let mut g = SplitMix64::new(0);
+        assert_eq!(g.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(g.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+}
