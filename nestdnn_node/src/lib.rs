@@ -15,6 +15,8 @@
 //!   arrivals (replay's default pacing, benchmarks).
 //! - [`msgs`]: ROS 2 message types with CDR (de)serialisation.
 //! - [`bag`]: rosbag2 reading (MCAP, sqlite3) and MCAP writing.
+//! - [`replay`]: bag replay through the node core (deterministic on the simulator, or
+//!   realtime), report, plot.
 //! - [`monitor`]: machine resource readings (/proc, cgroup v2, battery) and the budget they imply.
 //! - [`node`]: node wiring shared by the transports (shutdown on signals, stamps, logging).
 //! - [`transport`]: ROS middleware adapters: pure-Rust DDS (feature `dds`), r2r (feature `r2r`).
@@ -31,6 +33,7 @@ pub mod msgs;
 pub mod node;
 pub mod preprocess;
 pub mod profile;
+pub mod replay;
 pub mod rosargs;
 pub mod runtime;
 pub mod scheduler;

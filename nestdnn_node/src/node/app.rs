@@ -120,7 +120,16 @@ pub struct AppOptions {
     pub profile: ProfileOptions,
     /// Period of `/diagnostics`.
     pub diagnostics_period: Duration,
+    /// How often the planner's latencies are re-calibrated from what frames really cost
+    /// (per-descendant thread CPU time, [`Runtime::cpu_per_frame`]); `None` plans on the
+    /// start-up profile only. A task's ladder is replaced (and the node re-plans, trigger
+    /// `profile:<task>`) only when some latency moved by more than
+    /// [`CALIBRATION_THRESHOLD`] relative to the ladder in use.
+    pub calibration_period: Option<Duration>,
 }
+
+/// Relative latency change below which a calibration is not worth a re-plan (hysteresis).
+pub const CALIBRATION_THRESHOLD: f64 = 0.15;
 
 impl Default for AppOptions {
     fn default() -> Self {
@@ -129,6 +138,7 @@ impl Default for AppOptions {
             profile_cache: ProfileCache::default_dir(),
             profile: ProfileOptions::default(),
             diagnostics_period: Duration::from_secs(1),
+            calibration_period: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -263,6 +273,8 @@ struct Inner {
     counters: InputCounters,
     budget_received: AtomicBool,
     last_summary: Mutex<String>,
+    /// Every task's ladder from the start-up profile; calibration scales from these.
+    profiled: Vec<Arc<Ladder>>,
 }
 
 /// The running node core (see the module docs). Dropping it without [`App::shutdown`] stops
@@ -312,7 +324,8 @@ fn qos_of(t: &TaskConfig) -> Qos {
     }
 }
 
-fn top1(logits: &[f32]) -> Option<(usize, f32)> {
+/// The top-1 class of `logits` and its softmax probability (`None` without a finite logit).
+pub fn top1(logits: &[f32]) -> Option<(usize, f32)> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
         return None;
@@ -409,6 +422,7 @@ impl App {
                 }),
             });
         }
+        let profiled = specs.iter().map(|s| s.ladder.clone()).collect();
         let planner = Planner::new(cfg.scheduler.clone(), specs, now)?;
         let tasks = Arc::new(metas);
         let throttle = Arc::new(Throttle::new(Duration::from_secs(5)));
@@ -439,6 +453,7 @@ impl App {
             counters: InputCounters::default(),
             budget_received: AtomicBool::new(false),
             last_summary: Mutex::new(String::new()),
+            profiled,
         });
         for (i, t) in inner.tasks.iter().enumerate() {
             let class_map = t
@@ -703,6 +718,59 @@ fn deliver(
     t.window.lock().processed += 1;
 }
 
+/// A plan as the node publishes it (`nestdnn_msgs/Plan`): `descendant_counts[i]` is task
+/// i's ladder length, `solve_ms` the time the planner took, `header` the message header (the
+/// node stamps it with the current time, bag replay with the bag time of the plan).
+pub fn plan_message(
+    p: &Plan,
+    descendant_counts: &[usize],
+    solve_ms: f64,
+    header: Header,
+) -> crate::msgs::Plan {
+    use crate::scheduler::Objective;
+    let objective_value = match p.objective {
+        Objective::MinMaxCost => p.max_cost,
+        _ => p.total_cost,
+    };
+    crate::msgs::Plan {
+        header,
+        plan_id: p.seq + 1,
+        trigger: p.trigger.to_string(),
+        objective: p.objective.as_str().to_string(),
+        objective_value: objective_value as f32,
+        cpu_cores_budget: p.budget.cpu_cores as f32,
+        cpu_cores_used: p.cores_planned as f32,
+        memory_budget_bytes: p.budget.memory_bytes,
+        memory_used_bytes: p.memory_planned_bytes,
+        solve_time_ms: solve_ms as f32,
+        tasks: p
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| crate::msgs::TaskPlan {
+                task: tp.task.clone(),
+                enabled: tp.status != TaskStatus::Disabled,
+                paused: tp.status != TaskStatus::Running,
+                descendant: tp.descendant.clone(),
+                descendant_index: tp.descendant_index.min(u16::MAX as usize) as u16,
+                descendant_count: descendant_counts
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .min(u16::MAX as usize) as u16,
+                share_cores: tp.share as f32,
+                expected_accuracy: tp.expected_accuracy as f32,
+                expected_fps: tp.expected_fps as f32,
+                target_fps: tp.target_fps as f32,
+                priority: tp.priority as f32,
+                latency_ms: tp.latency_ms as f32,
+                cost_cores: (tp.latency_ms / 1e3 * tp.target_fps) as f32,
+                memory_bytes: tp.memory_bytes,
+            })
+            .collect(),
+    }
+}
+
 impl Inner {
     fn with_runtime<R>(&self, f: impl FnOnce(&Runtime<TaskModel>) -> R) -> Option<R> {
         self.runtime.read().as_ref().map(f)
@@ -854,50 +922,15 @@ impl Inner {
         self.outputs.plan(self.plan_msg(plan, solve_ms));
     }
     fn plan_msg(&self, p: &Plan, solve_ms: f64) -> crate::msgs::Plan {
-        use crate::scheduler::Objective;
-        let objective_value = match p.objective {
-            Objective::MinMaxCost => p.max_cost,
-            _ => p.total_cost,
-        };
-        crate::msgs::Plan {
-            header: header_now(""),
-            plan_id: p.seq + 1,
-            trigger: p.trigger.to_string(),
-            objective: p.objective.as_str().to_string(),
-            objective_value: objective_value as f32,
-            cpu_cores_budget: p.budget.cpu_cores as f32,
-            cpu_cores_used: p.cores_planned as f32,
-            memory_budget_bytes: p.budget.memory_bytes,
-            memory_used_bytes: p.memory_planned_bytes,
-            solve_time_ms: solve_ms as f32,
-            tasks: p
-                .tasks
-                .iter()
-                .zip(self.tasks.iter())
-                .map(|(tp, t)| crate::msgs::TaskPlan {
-                    task: tp.task.clone(),
-                    enabled: tp.status != TaskStatus::Disabled,
-                    paused: tp.status != TaskStatus::Running,
-                    descendant: tp.descendant.clone(),
-                    descendant_index: tp.descendant_index.min(u16::MAX as usize) as u16,
-                    descendant_count: t.descendants.len().min(u16::MAX as usize) as u16,
-                    share_cores: tp.share as f32,
-                    expected_accuracy: tp.expected_accuracy as f32,
-                    expected_fps: tp.expected_fps as f32,
-                    target_fps: tp.target_fps as f32,
-                    priority: tp.priority as f32,
-                    latency_ms: tp.latency_ms as f32,
-                    cost_cores: (tp.latency_ms / 1e3 * tp.target_fps) as f32,
-                    memory_bytes: tp.memory_bytes,
-                })
-                .collect(),
-        }
+        let counts: Vec<usize> = self.tasks.iter().map(|t| t.descendants.len()).collect();
+        plan_message(p, &counts, solve_ms, header_now(""))
     }
 
     fn control(&self) {
         let period = self.opts.diagnostics_period;
         let mut last = Instant::now();
         let mut prev: Vec<RtCounters> = Vec::new();
+        let mut calibrated_at = Instant::now();
         loop {
             let review = self.planner.lock().next_review();
             let wait = review
@@ -926,6 +959,12 @@ impl Inner {
                     Err(e) => log::error!("task {}: {e}", t.cfg.name),
                 }
             }
+            if let Some(every) = self.opts.calibration_period {
+                if calibrated_at.elapsed() >= every {
+                    calibrated_at = Instant::now();
+                    self.calibrate(calibrated_at);
+                }
+            }
             if last.elapsed() >= period {
                 let dt = last.elapsed().as_secs_f64();
                 last = Instant::now();
@@ -935,6 +974,52 @@ impl Inner {
                 self.outputs
                     .diagnostics(self.diagnostics(dt, &counters, &prev));
                 prev = counters;
+            }
+        }
+    }
+
+    /// Replaces each task's ladder by the start-up profile calibrated with what frames cost
+    /// in operation, where a latency moved by more than [`CALIBRATION_THRESHOLD`]; re-plans.
+    fn calibrate(&self, now: Instant) {
+        for (i, t) in self.tasks.iter().enumerate() {
+            let Some(observed) = self.with_runtime(|rt| rt.cpu_per_frame(i)) else {
+                return;
+            };
+            let Some(base) = self.profiled.get(i) else {
+                continue;
+            };
+            let fresh = base.calibrated(&observed);
+            let r = {
+                let mut planner = self.planner.lock();
+                let Some(current) = planner.task(&t.cfg.name).map(|s| s.ladder.clone()) else {
+                    continue;
+                };
+                let moved = fresh
+                    .rungs()
+                    .iter()
+                    .zip(current.rungs())
+                    .map(|(a, b)| (a.latency_s / b.latency_s - 1.0).abs())
+                    .fold(0.0, f64::max);
+                if moved.is_nan() || moved <= CALIBRATION_THRESHOLD {
+                    continue;
+                }
+                log::info!(
+                    "task {}: calibrated latencies from operation (moved up to {:.0}%): {}",
+                    t.cfg.name,
+                    moved * 100.0,
+                    fresh
+                        .rungs()
+                        .iter()
+                        .map(|r| format!("{}={:.2}ms", r.name, r.latency_s * 1e3))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                planner.update_profile(&t.cfg.name, fresh, now)
+            };
+            match r {
+                Ok(Some(p)) => self.apply(&p, 0.0),
+                Ok(None) => {}
+                Err(e) => log::error!("task {}: {e}", t.cfg.name),
             }
         }
     }

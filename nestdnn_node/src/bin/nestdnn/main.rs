@@ -8,6 +8,7 @@ mod export;
 mod inspect;
 mod plan;
 mod profile;
+mod replay;
 mod time_onnx;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ enum Command {
     TimeOnnx(time_onnx::Args),
     /// Show the plan the node would make for its configured tasks under a budget.
     Plan(plan::Args),
+    /// Replay a rosbag2 bag through the node core (no ROS): accuracy, drops, plans.
+    Replay(replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::ExportDescendant(a) => export::run(a),
         Command::TimeOnnx(a) => time_onnx::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Replay(a) => replay::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
