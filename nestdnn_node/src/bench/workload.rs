@@ -60,7 +60,12 @@
 //! frame-rate gain.
 
 /// The four apps (model folders under `models/`), in task order.
-pub const APPS: [&str; 4] = ["fashion_vgg", "fashion_resnet", "digits_vgg", "digits_resnet"];
+pub const APPS: [&str; 4] = [
+    "fashion_vgg",
+    "fashion_resnet",
+    "digits_vgg",
+    "digits_resnet",
+];
 
 /// Camera rate of every app, frames per second.
 pub const CAMERA_HZ: f64 = 30.0;
@@ -272,11 +277,7 @@ pub fn schedule(setting: &Setting, index: usize) -> Option<RunSchedule> {
         let pool: Vec<usize> = (0..APPS.len()).filter(|&a| on[a] != start).collect();
         let app = pool[rng.below(pool.len())];
         on[app] = start;
-        events.push(AppEvent {
-            t_s: t,
-            app,
-            start,
-        });
+        events.push(AppEvent { t_s: t, app, start });
     }
     let mut background = Vec::new();
     let mut t = rng.range(BACKGROUND_QUIET_S.0, BACKGROUND_QUIET_S.1);
@@ -295,8 +296,8 @@ pub fn schedule(setting: &Setting, index: usize) -> Option<RunSchedule> {
         seed,
         run_s,
         compute_cores: COMPUTE_BUDGETS_CORES[index % COMPUTE_BUDGETS_CORES.len()],
-        memory_bytes: (MEMORY_BUDGETS_MIB[(index / COMPUTE_BUDGETS_CORES.len())
-            % MEMORY_BUDGETS_MIB.len()]
+        memory_bytes: (MEMORY_BUDGETS_MIB
+            [(index / COMPUTE_BUDGETS_CORES.len()) % MEMORY_BUDGETS_MIB.len()]
             * 1048576.0) as u64,
         initial,
         events,

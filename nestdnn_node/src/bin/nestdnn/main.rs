@@ -4,6 +4,7 @@
 //! is the module's `Args` (a `clap::Args`) and a match arm calling the module's
 //! `run(args) -> anyhow::Result<()>`.
 
+mod bench;
 mod export;
 mod inspect;
 mod plan;
@@ -44,6 +45,8 @@ enum Command {
     TimeOnnx(time_onnx::Args),
     /// Show the plan the node would make for its configured tasks under a budget.
     Plan(plan::Args),
+    /// Benchmarks: `multitenant` (NestDNN against the status quo), `table` (README table).
+    Bench(bench::Args),
     /// Replay a rosbag2 bag through the node core (no ROS): accuracy, drops, plans.
     Replay(replay::Args),
 }
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::ExportDescendant(a) => export::run(a),
         Command::TimeOnnx(a) => time_onnx::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Replay(a) => replay::run(a),
     };
     match result {

@@ -1,0 +1,280 @@
+//! The benchmark's inputs: the labelled held-out frames of the bundled recording, pre-processed
+//! once per app, and an offline pass of every descendant over them (the correctness matrix and
+//! the CPU time one frame takes in a hot loop).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::bag::{BagMessage, BagReader};
+use crate::model::MultiCapacityModel;
+use crate::preprocess::{Preprocessor, RawImage, Roi};
+use crate::runtime::thread_cpu_time;
+
+use super::BenchError;
+
+/// One app's frames: model inputs and ground-truth class indices, in recording order.
+#[derive(Debug, Clone)]
+pub struct AppFrames {
+    /// App (task) name.
+    pub app: String,
+    /// Pre-processed inputs (`C*H*W` each).
+    pub inputs: Arc<Vec<Vec<f32>>>,
+    /// Ground-truth class index of each input (manifest label order).
+    pub labels: Arc<Vec<usize>>,
+}
+
+impl AppFrames {
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// True without frames.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Sidecar {
+    bags: Vec<SidecarBag>,
+}
+
+#[derive(serde::Deserialize)]
+struct SidecarBag {
+    path: String,
+    cameras: Vec<SidecarCamera>,
+}
+
+#[derive(serde::Deserialize)]
+struct SidecarCamera {
+    task: String,
+    topic: String,
+    ground_truth_topic: String,
+    roi: Vec<u32>,
+}
+
+/// Reads the labelled frames of `apps` from the bag `bag_name` described in the sidecar
+/// `recordings_json` (`test/bags/recordings.json`): every image (raw or compressed) of the
+/// app's camera topic with
+/// a ground truth of the same stamp on its ground-truth topic, cropped to the camera's ROI and
+/// pre-processed for the app's model.
+///
+/// # Errors
+/// [`BenchError::Data`] when the sidecar, the bag or a frame is unusable, or an app has no
+/// camera or no labelled frame.
+pub fn load_frames(
+    recordings_json: &Path,
+    bag_name: &str,
+    models: &[Arc<MultiCapacityModel>],
+) -> Result<Vec<AppFrames>, BenchError> {
+    let data = |what: String| BenchError::Data { what };
+    let text = std::fs::read_to_string(recordings_json)
+        .map_err(|e| data(format!("{}: {e}", recordings_json.display())))?;
+    let sidecar: Sidecar = serde_json::from_str(&text)
+        .map_err(|e| data(format!("{}: {e}", recordings_json.display())))?;
+    let bag = sidecar
+        .bags
+        .iter()
+        .find(|b| b.path == bag_name)
+        .ok_or_else(|| {
+            data(format!(
+                "{}: no bag {bag_name:?}",
+                recordings_json.display()
+            ))
+        })?;
+    let dir = recordings_json.parent().unwrap_or(Path::new("."));
+    let reader =
+        BagReader::open(dir.join(&bag.path)).map_err(|e| data(format!("bag {}: {e}", bag.path)))?;
+
+    struct Cam {
+        app: usize,
+        pre: Preprocessor,
+        images: HashMap<i64, Vec<f32>>,
+        truths: Vec<(i64, usize)>,
+    }
+    let mut cams: Vec<Cam> = Vec::new();
+    let mut by_topic: HashMap<String, (usize, bool)> = HashMap::new();
+    for (i, m) in models.iter().enumerate() {
+        let task = &m.manifest().task;
+        let c = bag
+            .cameras
+            .iter()
+            .find(|c| &c.task == task)
+            .ok_or_else(|| data(format!("bag {}: no camera for app {task}", bag.path)))?;
+        let roi = match c.roi.as_slice() {
+            [x, y, w, h] => Some(Roi {
+                x: *x,
+                y: *y,
+                width: *w,
+                height: *h,
+            }),
+            [] => None,
+            other => return Err(data(format!("camera {task}: bad roi {other:?}"))),
+        };
+        let pre = Preprocessor::new(&m.manifest().input, roi)
+            .map_err(|e| data(format!("app {task}: {e}")))?;
+        by_topic.insert(c.topic.clone(), (cams.len(), false));
+        by_topic.insert(c.ground_truth_topic.clone(), (cams.len(), true));
+        cams.push(Cam {
+            app: i,
+            pre,
+            images: HashMap::new(),
+            truths: Vec::new(),
+        });
+    }
+    let msgs = reader
+        .decoded()
+        .map_err(|e| data(format!("bag {}: {e}", bag.path)))?;
+    for m in msgs {
+        let m = m.map_err(|e| data(format!("bag {}: {e}", bag.path)))?;
+        let Some(&(ci, truth)) = by_topic.get(&m.topic.name) else {
+            continue;
+        };
+        let cam = &mut cams[ci];
+        match (&m.msg, truth) {
+            (BagMessage::Image(img), false) => {
+                let raw = RawImage {
+                    width: img.width,
+                    height: img.height,
+                    encoding: &img.encoding,
+                    is_bigendian: img.is_bigendian != 0,
+                    step: img.step,
+                    data: &img.data,
+                };
+                let x = cam
+                    .pre
+                    .raw_to_vec(&raw)
+                    .map_err(|e| data(format!("{}: {e}", m.topic.name)))?;
+                cam.images.insert(img.header.stamp.as_nanos(), x);
+            }
+            (BagMessage::CompressedImage(ci), false) => {
+                let img = crate::preprocess::CompressedImage {
+                    format: &ci.format,
+                    data: &ci.data,
+                };
+                let x = cam
+                    .pre
+                    .compressed_to_vec(&img)
+                    .map_err(|e| data(format!("{}: {e}", m.topic.name)))?;
+                cam.images.insert(ci.header.stamp.as_nanos(), x);
+            }
+            (BagMessage::Classification(cl), true) => {
+                let labels = &models[cam.app].manifest().labels;
+                let Some(id) = cl.results.first().map(|r| r.class_id.as_str()) else {
+                    return Err(data(format!("{}: empty ground truth", m.topic.name)));
+                };
+                let k = labels.iter().position(|l| l == id).ok_or_else(|| {
+                    data(format!(
+                        "{}: class {id:?} not in the manifest",
+                        m.topic.name
+                    ))
+                })?;
+                cam.truths.push((cl.header.stamp.as_nanos(), k));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::with_capacity(cams.len());
+    for mut cam in cams {
+        let task = models[cam.app].manifest().task.clone();
+        let mut inputs = Vec::new();
+        let mut labels = Vec::new();
+        for (stamp, k) in cam.truths {
+            if let Some(x) = cam.images.remove(&stamp) {
+                inputs.push(x);
+                labels.push(k);
+            }
+        }
+        if inputs.is_empty() {
+            return Err(data(format!(
+                "bag {}: no labelled frame for {task}",
+                bag.path
+            )));
+        }
+        out.push(AppFrames {
+            app: task,
+            inputs: Arc::new(inputs),
+            labels: Arc::new(labels),
+        });
+    }
+    Ok(out)
+}
+
+/// Every descendant of one app over every frame: which predictions are right, and the
+/// median thread CPU time of one frame in a hot loop.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Offline {
+    /// App name.
+    pub app: String,
+    /// `correct[d][f]`: descendant d classifies frame f right.
+    #[serde(skip)]
+    pub correct: Vec<Vec<bool>>,
+    /// Top-1 of each descendant over the frames.
+    pub accuracy: Vec<f64>,
+    /// Median thread CPU seconds per frame of each descendant (hot loop).
+    pub cpu_s: Vec<f64>,
+}
+
+/// Index of the largest value (first on ties; 0 for an empty slice).
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Runs every descendant of `model` over `frames` (real tract inference, one thread).
+///
+/// # Errors
+/// [`BenchError::Model`] when a plan cannot be built or run.
+pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Offline, BenchError> {
+    let mut correct = Vec::new();
+    let mut accuracy = Vec::new();
+    let mut cpu_s = Vec::new();
+    for d in 0..model.num_descendants() {
+        let plan = model.build_plan(d)?;
+        let mut st = plan.spawn()?;
+        // Warm up on a few frames.
+        for x in frames.inputs.iter().take(10) {
+            st.run(x)?;
+        }
+        let mut ok = Vec::with_capacity(frames.len());
+        let mut times = Vec::with_capacity(frames.len());
+        for (x, &k) in frames.inputs.iter().zip(frames.labels.iter()) {
+            let c0 = thread_cpu_time();
+            let y = st.run(x)?;
+            if let (Some(a), Some(b)) = (c0, thread_cpu_time()) {
+                times.push(b.saturating_sub(a).as_secs_f64());
+            }
+            ok.push(argmax(&y) == k);
+        }
+        times.sort_by(f64::total_cmp);
+        let n = ok.len().max(1);
+        accuracy.push(ok.iter().filter(|&&b| b).count() as f64 / n as f64);
+        cpu_s.push(times.get(times.len() / 2).copied().unwrap_or(f64::NAN));
+        correct.push(ok);
+    }
+    Ok(Offline {
+        app: frames.app.clone(),
+        correct,
+        accuracy,
+        cpu_s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_picks_the_first_largest() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.7, -1.0]), 1);
+        assert_eq!(argmax(&[]), 0);
+        assert_eq!(argmax(&[f32::NAN, 1.0]), 0);
+    }
+}

@@ -1,0 +1,702 @@
+//! Real runs: every system of the sweep executes one [`RunSchedule`] at the same time on the
+//! real task runtime and the real models, fed by one camera clock, under the budgets derived
+//! from what the resource monitor's `/proc` core measures of the background load.
+
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::model::{ModelError, ModelSlot, MultiCapacityModel, PlanState, SwitchPolicy};
+use crate::monitor::{
+    budget_from_reading, parse_pid_stat_ticks, Headroom, Monitor, MonitorSettings,
+};
+use crate::runtime::{Completed, InferenceModel, Runtime, RuntimeOptions, Served, TaskSetup};
+use crate::scheduler::{
+    Budget, Ladder, Objective, Plan, Planner, Settings, SolverChoice, TaskSpec, TaskStatus,
+};
+
+use super::data::{argmax, AppFrames};
+use super::workload::{
+    RunSchedule, ALPHAS, APPS, CAMERA_HZ, MONITOR_PERIOD_S, SHARE_STEP, STATUS_QUO_LEVELS,
+    TARGET_FPS,
+};
+use super::BenchError;
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum System {
+    /// The resource-agnostic status quo at a fixed descendant level, equal shares.
+    StatusQuo {
+        /// Descendant index every app runs.
+        level: usize,
+    },
+    /// The NestDNN planner.
+    Nestdnn {
+        /// `min_total_cost` or `min_max_cost`.
+        objective: Objective,
+        /// The cost model's alpha.
+        alpha: f64,
+    },
+}
+
+impl System {
+    /// `status_quo`, `min_total_cost` or `min_max_cost`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            System::StatusQuo { .. } => "status_quo",
+            System::Nestdnn { objective, .. } => objective.as_str(),
+        }
+    }
+
+    /// The knob's value (level or alpha).
+    pub fn knob(&self) -> f64 {
+        match self {
+            System::StatusQuo { level } => *level as f64,
+            System::Nestdnn { alpha, .. } => *alpha,
+        }
+    }
+
+    /// A short label, e.g. `status_quo L6` or `min_total_cost a=0.1`.
+    pub fn label(&self) -> String {
+        match self {
+            System::StatusQuo { level } => format!("status_quo L{level}"),
+            System::Nestdnn { objective, alpha } => format!("{objective} a={alpha}"),
+        }
+    }
+}
+
+/// The sweep of the workload: every status-quo level, then both objectives at every alpha.
+pub fn sweep() -> Vec<System> {
+    let mut v: Vec<System> = STATUS_QUO_LEVELS
+        .iter()
+        .map(|&level| System::StatusQuo { level })
+        .collect();
+    for objective in [Objective::MinTotalCost, Objective::MinMaxCost] {
+        for &alpha in &ALPHAS {
+            v.push(System::Nestdnn { objective, alpha });
+        }
+    }
+    v
+}
+
+/// One app ready to run: model, frames, and its ladder (profiled, calibrated offline).
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The model.
+    pub model: Arc<MultiCapacityModel>,
+    /// Its labelled frames.
+    pub frames: AppFrames,
+    /// The ladder the planner starts from.
+    pub ladder: Ladder,
+}
+
+/// A [`ModelSlot`] whose inputs carry their frame index and whose output says whether the
+/// prediction (arg-max of the logits) matches the ground truth.
+pub struct Labelled {
+    slot: ModelSlot,
+    labels: Arc<Vec<usize>>,
+}
+
+impl InferenceModel for Labelled {
+    type Input = (usize, Vec<f32>);
+    type Output = bool;
+    type Error = ModelError;
+    type State = Option<PlanState>;
+
+    fn new_state(&self) -> Result<Self::State, ModelError> {
+        self.slot.new_state()
+    }
+
+    fn run(
+        &self,
+        state: &mut Self::State,
+        (frame, input): (usize, Vec<f32>),
+    ) -> Result<Served<bool>, ModelError> {
+        let s = self.slot.run(state, input)?;
+        Ok(Served {
+            descendant: s.descendant,
+            output: self.labels.get(frame) == Some(&argmax(&s.output)),
+        })
+    }
+
+    fn request_descendant(&self, index: usize) -> Result<(), ModelError> {
+        self.slot.request(index)
+    }
+
+    fn num_descendants(&self) -> usize {
+        self.slot.num_descendants()
+    }
+}
+
+/// One monitor sample of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BudgetSample {
+    /// Seconds since the run's start.
+    pub t_s: f64,
+    /// Cores of this machine available to the node by the monitor's machine-wide budget (no
+    /// headroom; every other process counts; recorded, not used).
+    pub available_cores: f64,
+    /// Online cores of this machine.
+    pub online_cores: f64,
+    /// Cores the background load process used over the last period (monitor's `/proc`
+    /// accounting of that process).
+    pub load_cores: f64,
+    /// The device's cores derived from it (what the planner gets).
+    pub device_cores: f64,
+    /// Background load the script asked for at that time, cores of this machine.
+    pub script_background_cores: f64,
+}
+
+/// One app's state at a time (capacity over time).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AppState {
+    /// Running (has frames and a share).
+    pub running: bool,
+    /// Descendant of its last frame.
+    pub descendant: Option<usize>,
+    /// Share, cores.
+    pub share: f64,
+}
+
+/// The state of every app at a time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    /// Seconds since the run's start.
+    pub t_s: f64,
+    /// Per app, [`APPS`] order.
+    pub apps: Vec<AppState>,
+}
+
+/// One app's figures in one system's run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AppRun {
+    /// App name.
+    pub app: String,
+    /// Frames offered while running.
+    pub offered: u64,
+    /// Frames processed.
+    pub processed: u64,
+    /// Of those, classified right.
+    pub correct: u64,
+}
+
+/// One system's figures in one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SystemRun {
+    /// The system.
+    pub system: System,
+    /// Seconds the run lasted.
+    pub run_s: f64,
+    /// Frames offered to running apps.
+    pub offered: u64,
+    /// Frames processed (inference run).
+    pub processed: u64,
+    /// Of those, classified right.
+    pub correct: u64,
+    /// Frames whose inference failed.
+    pub errors: u64,
+    /// Thread CPU time of inference, seconds.
+    pub cpu_s: f64,
+    /// Estimated CPU time of on-demand plan builds (planned switches x build time), seconds.
+    pub build_cpu_s: f64,
+    /// Changes of the descendant serving consecutive frames of a task.
+    pub switches: u64,
+    /// Plans the planner made (0 for the status quo).
+    pub plans: u64,
+    /// Largest memory of the running apps' slots (master + active plan), bytes.
+    pub memory_peak_bytes: u64,
+    /// Seconds the running apps held more memory than the budget.
+    pub memory_over_budget_s: f64,
+    /// Median frame latency (queue + inference), ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile, ms.
+    pub latency_p99_ms: f64,
+    /// Per app.
+    pub apps: Vec<AppRun>,
+    /// Per app and descendant, the thread CPU seconds one frame took at the end of the run
+    /// (the runtime's weighted mean; `None`: never served).
+    pub cpu_per_frame_s: Vec<Vec<Option<f64>>>,
+    /// Capacity over time (every monitor period).
+    pub timeline: Vec<TimelinePoint>,
+}
+
+impl SystemRun {
+    /// Processed frames per second, all apps.
+    pub fn fps(&self) -> f64 {
+        if self.run_s > 0.0 {
+            self.processed as f64 / self.run_s
+        } else {
+            0.0
+        }
+    }
+
+    /// Top-1 over processed frames.
+    pub fn accuracy(&self) -> f64 {
+        if self.processed > 0 {
+            self.correct as f64 / self.processed as f64
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOutcome {
+    /// The schedule it played.
+    pub schedule: RunSchedule,
+    /// Monitor samples.
+    pub budget: Vec<BudgetSample>,
+    /// Load average of this machine (1 min) at the start and the end.
+    pub loadavg: (f64, f64),
+    /// Every system.
+    pub systems: Vec<SystemRun>,
+}
+
+#[derive(Default)]
+struct Acc {
+    processed: Vec<u64>,
+    correct: Vec<u64>,
+    latencies_ms: Vec<f32>,
+}
+
+struct Sys {
+    system: System,
+    rt: Runtime<Labelled>,
+    slots: Vec<Arc<Labelled>>,
+    planner: Option<Planner>,
+    acc: Arc<Mutex<Acc>>,
+    last_desc: Vec<Option<usize>>,
+    ladders: Vec<Ladder>,
+    build_cpu_s: f64,
+    plans: u64,
+    mem_peak: u64,
+    mem_over_s: f64,
+    timeline: Vec<TimelinePoint>,
+}
+
+impl Sys {
+    fn apply(&mut self, plan: &Plan) -> Result<(), BenchError> {
+        self.plans += 1;
+        for (i, tp) in plan.tasks.iter().enumerate() {
+            if tp.status == TaskStatus::Running {
+                if self.last_desc[i].is_some_and(|d| d != tp.descendant_index) {
+                    self.build_cpu_s += self.ladders[i]
+                        .rungs()
+                        .get(tp.descendant_index)
+                        .map_or(0.0, |r| r.build_s);
+                }
+                self.last_desc[i] = Some(tp.descendant_index);
+            }
+        }
+        self.rt.apply(plan)?;
+        Ok(())
+    }
+
+    fn share_equally(&self, running: &[bool; 4], device: f64) -> Result<(), BenchError> {
+        let n = running.iter().filter(|&&r| r).count().max(1) as f64;
+        for (i, &r) in running.iter().enumerate() {
+            self.rt
+                .set_share(i, if r { (device / n).min(1.0) } else { 0.0 })?;
+        }
+        Ok(())
+    }
+}
+
+/// Name of this process as `/proc/self/comm` shows it (the monitor's consumer).
+fn own_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "nestdnn".to_string())
+}
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let k = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[k])
+}
+
+/// Plays `schedule` on every system of `systems` at once, in real time. `spawn_load(cores)`
+/// starts the background load process (killed at the end of its spell).
+///
+/// # Errors
+/// [`BenchError`] when a model slot, the runtime, the planner or the monitor fails.
+pub fn run_real(
+    apps: &[App],
+    schedule: &RunSchedule,
+    systems: &[System],
+    spawn_load: &mut dyn FnMut(f64) -> std::io::Result<Child>,
+) -> Result<RunOutcome, BenchError> {
+    if apps.len() != APPS.len() {
+        return Err(BenchError::Data {
+            what: format!("expected {} apps, got {}", APPS.len(), apps.len()),
+        });
+    }
+    let start_load = loadavg();
+    let budget0 = Budget::new(schedule.compute_cores, schedule.memory_bytes);
+    let mut sys: Vec<Sys> = Vec::with_capacity(systems.len());
+    let epoch = Instant::now();
+    for &system in systems {
+        let initial = match system {
+            System::StatusQuo { level } => level,
+            System::Nestdnn { .. } => 0,
+        };
+        let mut slots = Vec::with_capacity(apps.len());
+        let mut setups = Vec::with_capacity(apps.len());
+        for a in apps {
+            let slot = Arc::new(Labelled {
+                slot: ModelSlot::new(a.model.clone(), SwitchPolicy::OnDemand, initial)?,
+                labels: a.frames.labels.clone(),
+            });
+            setups.push(TaskSetup {
+                name: a.frames.app.clone(),
+                model: slot.clone(),
+                target_fps: TARGET_FPS,
+            });
+            slots.push(slot);
+        }
+        let acc = Arc::new(Mutex::new(Acc {
+            processed: vec![0; apps.len()],
+            correct: vec![0; apps.len()],
+            latencies_ms: Vec::new(),
+        }));
+        let sink_acc = acc.clone();
+        let rt = Runtime::start(
+            setups,
+            RuntimeOptions::default(),
+            move |c: Completed<bool, ModelError>| {
+                let mut a = sink_acc.lock();
+                if let Ok(ok) = c.output {
+                    a.processed[c.task] += 1;
+                    a.correct[c.task] += u64::from(ok);
+                }
+                a.latencies_ms
+                    .push(((c.queued + c.inference).as_secs_f64() * 1e3) as f32);
+            },
+        )?;
+        let planner = match system {
+            System::StatusQuo { .. } => None,
+            System::Nestdnn { objective, alpha } => {
+                let settings = Settings {
+                    objective,
+                    solver: SolverChoice::Auto,
+                    alpha,
+                    share_step: SHARE_STEP,
+                    default_budget: budget0,
+                    ..Settings::default()
+                };
+                let specs = apps
+                    .iter()
+                    .map(|a| TaskSpec {
+                        name: a.frames.app.clone(),
+                        priority: 1.0,
+                        target_fps: TARGET_FPS,
+                        enabled: true,
+                        ladder: Arc::new(a.ladder.clone()),
+                    })
+                    .collect();
+                Some(Planner::new(settings, specs, epoch)?)
+            }
+        };
+        let mut s = Sys {
+            system,
+            rt,
+            slots,
+            planner,
+            acc,
+            last_desc: vec![None; apps.len()],
+            ladders: apps.iter().map(|a| a.ladder.clone()).collect(),
+            build_cpu_s: 0.0,
+            plans: 0,
+            mem_peak: 0,
+            mem_over_s: 0.0,
+            timeline: Vec::new(),
+        };
+        if let Some(p) = s.planner.as_ref().map(|p| p.plan().clone()) {
+            s.apply(&p)?;
+        }
+        sys.push(s);
+    }
+
+    let mut monitor = Monitor::new(MonitorSettings {
+        headroom: Headroom {
+            cpu_cores: 0.0,
+            memory_bytes: 0,
+        },
+        consumers: vec![own_comm()],
+    })?;
+    monitor.read()?;
+    let mut budget_trace = Vec::new();
+    let mut device = schedule.compute_cores;
+    let mut running = [false; 4];
+    let mut load: Option<(usize, Child)> = None;
+    // (ticks, when) of the load process at the last sample.
+    let mut load_mark: (u64, Instant) = (0, Instant::now());
+    // SAFETY: sysconf has no preconditions.
+    let clk_tck = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    };
+    let period = Duration::from_secs_f64(1.0 / CAMERA_HZ);
+    let mut offered = vec![vec![0u64; apps.len()]; sys.len()];
+    let t0 = Instant::now();
+    let mut next_tick = t0;
+    let mut next_monitor = MONITOR_PERIOD_S;
+    let mut next_calibration = 5.0;
+    let mut tick: usize = 0;
+    let mut last_t = 0.0;
+    let result = (|| -> Result<(), BenchError> {
+        loop {
+            let now = Instant::now();
+            let t = now.duration_since(t0).as_secs_f64();
+            if t >= schedule.run_s {
+                break;
+            }
+            // Apps starting and stopping.
+            let want = schedule.running_at(t);
+            if tick == 0 || want != running {
+                for (i, (&w, &r)) in want.iter().zip(&running).enumerate() {
+                    if w == r && tick > 0 {
+                        continue;
+                    }
+                    for s in sys.iter_mut() {
+                        s.rt.set_enabled(i, w)?;
+                        if let Some(p) = s.planner.as_mut() {
+                            let plan = if w {
+                                p.task_started(&APPS[i], now)?
+                            } else {
+                                p.task_stopped(&APPS[i], now)?
+                            };
+                            if let Some(plan) = plan {
+                                s.apply(&plan)?;
+                            }
+                        }
+                    }
+                }
+                running = want;
+                for s in &sys {
+                    if s.planner.is_none() {
+                        s.share_equally(&running, device)?;
+                    }
+                }
+            }
+            // Background load spells.
+            let spell = schedule
+                .background
+                .iter()
+                .position(|s| s.from_s <= t && t < s.to_s);
+            if load.as_ref().map(|l| l.0) != spell {
+                if let Some((_, mut c)) = load.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                if let Some(k) = spell {
+                    let child =
+                        spawn_load(schedule.background[k].cores).map_err(|e| BenchError::Data {
+                            what: format!("cannot start the background load: {e}"),
+                        })?;
+                    load = Some((k, child));
+                    load_mark = (0, Instant::now());
+                }
+            }
+            // The monitor: the device loses the fraction of this machine the load uses.
+            if t >= next_monitor {
+                next_monitor += MONITOR_PERIOD_S;
+                let load_cores = match &load {
+                    Some((_, c)) => {
+                        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
+                            .ok()
+                            .and_then(|t| parse_pid_stat_ticks(&t).ok());
+                        let at = Instant::now();
+                        let dt = at.duration_since(load_mark.1).as_secs_f64();
+                        match ticks {
+                            Some(k) if dt > 0.0 => {
+                                let cores = k.saturating_sub(load_mark.0) as f64 / clk_tck / dt;
+                                load_mark = (k, at);
+                                cores
+                            }
+                            _ => 0.0,
+                        }
+                    }
+                    None => 0.0,
+                };
+                if let Some(r) = monitor.read()? {
+                    let b = budget_from_reading(&r, &monitor_headroom());
+                    let avail = f64::from(b.cpu_cores_available);
+                    let frac = if r.cores_online > 0.0 {
+                        (1.0 - load_cores / r.cores_online).clamp(0.0, 1.0)
+                    } else {
+                        1.0
+                    };
+                    device = schedule.compute_cores * frac;
+                    budget_trace.push(BudgetSample {
+                        t_s: t,
+                        available_cores: avail,
+                        online_cores: r.cores_online,
+                        load_cores,
+                        device_cores: device,
+                        script_background_cores: schedule.background_at(t),
+                    });
+                    let budget = Budget::new(device, schedule.memory_bytes);
+                    for s in sys.iter_mut() {
+                        match s.planner.as_mut() {
+                            Some(p) => {
+                                if let Some(plan) = p.update_budget(&budget, now)? {
+                                    s.apply(&plan)?;
+                                }
+                            }
+                            None => s.share_equally(&running, device)?,
+                        }
+                        let apps_now = (0..apps.len())
+                            .map(|i| {
+                                let c = s.rt.counters(i).unwrap_or_default();
+                                AppState {
+                                    running: running[i] && c.share > 0.0,
+                                    descendant: c.descendant,
+                                    share: c.share,
+                                }
+                            })
+                            .collect();
+                        s.timeline.push(TimelinePoint {
+                            t_s: t,
+                            apps: apps_now,
+                        });
+                    }
+                }
+            }
+            // Calibration: the planner learns what frames cost in the runtime.
+            if t >= next_calibration {
+                next_calibration += 5.0;
+                for s in sys.iter_mut() {
+                    let Some(p) = s.planner.as_mut() else {
+                        continue;
+                    };
+                    let mut last = None;
+                    for (i, a) in apps.iter().enumerate() {
+                        let l = a.ladder.calibrated(&s.rt.cpu_per_frame(i));
+                        s.ladders[i] = l.clone();
+                        if let Some(plan) = p.update_profile(&APPS[i], l, now)? {
+                            last = Some(plan);
+                        }
+                    }
+                    if let Some(plan) = last {
+                        s.apply(&plan)?;
+                    }
+                }
+            }
+            // Dwell-time reviews.
+            for s in sys.iter_mut() {
+                let due = s
+                    .planner
+                    .as_ref()
+                    .and_then(Planner::next_review)
+                    .is_some_and(|r| r <= now);
+                if due {
+                    if let Some(plan) = s.planner.as_mut().and_then(|p| p.review(now)) {
+                        s.apply(&plan)?;
+                    }
+                }
+            }
+            // Frames.
+            for (si, s) in sys.iter().enumerate() {
+                for (i, a) in apps.iter().enumerate() {
+                    if !running[i] || a.frames.is_empty() {
+                        continue;
+                    }
+                    let f = (tick + 97 * i) % a.frames.len();
+                    s.rt.push(i, (f, a.frames.inputs[f].clone()));
+                    offered[si][i] += 1;
+                }
+            }
+            // Memory of the running apps.
+            let dt = t - last_t;
+            last_t = t;
+            for s in sys.iter_mut() {
+                let m: u64 = s
+                    .slots
+                    .iter()
+                    .zip(&running)
+                    .filter(|(_, &r)| r)
+                    .map(|(sl, _)| sl.slot.memory_bytes())
+                    .sum();
+                s.mem_peak = s.mem_peak.max(m);
+                if m > schedule.memory_bytes {
+                    s.mem_over_s += dt;
+                }
+            }
+            tick += 1;
+            next_tick += period;
+            let now = Instant::now();
+            if next_tick > now {
+                std::thread::sleep(next_tick - now);
+            }
+        }
+        Ok(())
+    })();
+    if let Some((_, mut c)) = load.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let run_s = t0.elapsed().as_secs_f64().min(schedule.run_s.max(last_t));
+    result?;
+    let mut out = Vec::with_capacity(sys.len());
+    for (si, s) in sys.into_iter().enumerate() {
+        let cpf = (0..apps.len()).map(|i| s.rt.cpu_per_frame(i)).collect();
+        let counters = s.rt.shutdown(false);
+        let acc = std::mem::take(&mut *s.acc.lock());
+        let mut lat = acc.latencies_ms;
+        lat.sort_by(f32::total_cmp);
+        out.push(SystemRun {
+            system: s.system,
+            run_s,
+            offered: offered[si].iter().sum(),
+            processed: acc.processed.iter().sum(),
+            correct: acc.correct.iter().sum(),
+            errors: counters.iter().map(|c| c.errors).sum(),
+            cpu_s: counters.iter().map(|c| c.cpu_time_s).sum(),
+            build_cpu_s: s.build_cpu_s,
+            switches: counters.iter().map(|c| c.switches).sum(),
+            plans: s.plans,
+            memory_peak_bytes: s.mem_peak,
+            memory_over_budget_s: s.mem_over_s,
+            latency_p50_ms: percentile(&lat, 0.5),
+            latency_p99_ms: percentile(&lat, 0.99),
+            apps: (0..apps.len())
+                .map(|i| AppRun {
+                    app: APPS[i].to_string(),
+                    offered: offered[si][i],
+                    processed: acc.processed[i],
+                    correct: acc.correct[i],
+                })
+                .collect(),
+            cpu_per_frame_s: cpf,
+            timeline: s.timeline,
+        });
+    }
+    Ok(RunOutcome {
+        schedule: schedule.clone(),
+        budget: budget_trace,
+        loadavg: (start_load, loadavg()),
+        systems: out,
+    })
+}
+
+fn monitor_headroom() -> Headroom {
+    Headroom {
+        cpu_cores: 0.0,
+        memory_bytes: 0,
+    }
+}

@@ -1,0 +1,693 @@
+//! The report of `nestdnn bench multitenant`: runs pooled per system, the curves and gains,
+//! the JSON document, the README table (generated from the JSON) and the SVG plots.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::curves::{gains, pareto, Gains, Point};
+use super::harness::{RunOutcome, System, SystemRun};
+use super::workload::{self, Setting, APPS, STATUS_QUO_LEVEL};
+
+/// The paper's figures this benchmark is held to.
+pub const TARGET_FPS_GAIN: f64 = 2.0;
+/// Accuracy gain target, points.
+pub const TARGET_ACCURACY_GAIN_PT: f64 = 4.2;
+/// CPU per frame ratio target.
+pub const TARGET_CPU_RATIO: f64 = 1.7;
+
+/// One system pooled over the runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SystemSummary {
+    /// The system.
+    pub system: System,
+    /// Its label.
+    pub label: String,
+    /// `status_quo`, `min_total_cost`, `min_max_cost`.
+    pub family: String,
+    /// Knob value.
+    pub knob: f64,
+    /// Runs pooled.
+    pub runs: usize,
+    /// Processed frames / run seconds, all apps, over all runs.
+    pub fps: f64,
+    /// Correct / processed frames.
+    pub accuracy: f64,
+    /// (Inference + estimated build) CPU-seconds per processed frame: an energy proxy.
+    pub cpu_per_frame_s: f64,
+    /// Processed / offered frames.
+    pub processed_fraction: f64,
+    /// Mean over runs of the median latency, ms.
+    pub latency_p50_ms: f64,
+    /// Mean over runs of the 99th percentile latency, ms.
+    pub latency_p99_ms: f64,
+    /// Descendant switches per run (mean).
+    pub switches_per_run: f64,
+    /// Largest memory peak of the running apps over the runs, bytes.
+    pub memory_peak_bytes: u64,
+    /// Seconds over the memory budget, summed over runs.
+    pub memory_over_budget_s: f64,
+}
+
+/// Pools every system's runs.
+pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .systems
+        .iter()
+        .enumerate()
+        .map(|(k, s0)| {
+            let all: Vec<&SystemRun> = runs.iter().filter_map(|r| r.systems.get(k)).collect();
+            let n = all.len().max(1) as f64;
+            let processed: u64 = all.iter().map(|r| r.processed).sum();
+            let offered: u64 = all.iter().map(|r| r.offered).sum();
+            let correct: u64 = all.iter().map(|r| r.correct).sum();
+            let secs: f64 = all.iter().map(|r| r.run_s).sum();
+            let cpu: f64 = all.iter().map(|r| r.cpu_s + r.build_cpu_s).sum();
+            let mean = |f: fn(&SystemRun) -> f64| {
+                let v: Vec<f64> = all.iter().map(|r| f(r)).filter(|x| x.is_finite()).collect();
+                if v.is_empty() {
+                    f64::NAN
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
+            };
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            SystemSummary {
+                system: s0.system,
+                label: s0.system.label(),
+                family: s0.system.family().to_string(),
+                knob: s0.system.knob(),
+                runs: all.len(),
+                fps: ratio(processed as f64, secs),
+                accuracy: ratio(correct as f64, processed as f64),
+                cpu_per_frame_s: ratio(cpu, processed as f64),
+                processed_fraction: ratio(processed as f64, offered as f64),
+                latency_p50_ms: mean(|r| r.latency_p50_ms),
+                latency_p99_ms: mean(|r| r.latency_p99_ms),
+                switches_per_run: all.iter().map(|r| r.switches as f64).sum::<f64>() / n,
+                memory_peak_bytes: all.iter().map(|r| r.memory_peak_bytes).max().unwrap_or(0),
+                memory_over_budget_s: all.iter().map(|r| r.memory_over_budget_s).sum(),
+            }
+        })
+        .collect()
+}
+
+/// The operating points of one family (status quo: knob = level).
+pub fn points(summaries: &[SystemSummary], family: &str) -> Vec<Point> {
+    summaries
+        .iter()
+        .filter(|s| s.family == family)
+        .map(|s| Point {
+            knob: s.knob,
+            fps: s.fps,
+            accuracy: s.accuracy,
+            cpu_per_frame_s: s.cpu_per_frame_s,
+        })
+        .collect()
+}
+
+/// The gains of each NestDNN objective, and which one is best (larger frame-rate gain at
+/// equal accuracy; ties and missing values: the larger accuracy gain).
+pub fn compare(summaries: &[SystemSummary]) -> (Vec<(String, Gains)>, Option<usize>) {
+    let sq = points(summaries, "status_quo");
+    let out: Vec<(String, Gains)> = ["min_total_cost", "min_max_cost"]
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                gains(&sq, &points(summaries, f), STATUS_QUO_LEVEL),
+            )
+        })
+        .collect();
+    let key = |g: &Gains| {
+        (
+            g.fps_gain_at_equal_accuracy.unwrap_or(f64::NEG_INFINITY),
+            g.accuracy_gain_at_equal_fps_pt.unwrap_or(f64::NEG_INFINITY),
+        )
+    };
+    let best = (0..out.len()).max_by(|&a, &b| {
+        let (ka, kb) = (key(&out[a].1), key(&out[b].1));
+        ka.0.total_cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+    });
+    (out, best)
+}
+
+fn finite(x: Option<f64>) -> Value {
+    match x {
+        Some(v) if v.is_finite() => json!(v),
+        _ => Value::Null,
+    }
+}
+
+/// Builds the JSON report. `extra` is merged into the top level (machine, timings, sim).
+pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
+    let summaries = summarize(runs);
+    let (objectives, best) = compare(&summaries);
+    let best_g = best.map(|b| &objectives[b]);
+    let headline = |f: fn(&Gains) -> Option<f64>| finite(best_g.and_then(|(_, g)| f(g)));
+    let met = |v: Option<f64>, t: f64| v.map(|x| x >= t);
+    let fg = best_g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy);
+    let ag = best_g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt);
+    let cr = best_g.and_then(|(_, g)| g.cpu_per_frame_ratio);
+    let schedules: Vec<Value> = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "schedule": r.schedule,
+                "loadavg_start_end": [r.loadavg.0, r.loadavg.1],
+                "budget": r.budget,
+                "systems": r.systems.iter().map(|s| json!({
+                    "label": s.system.label(),
+                    "fps": s.fps(),
+                    "accuracy": finite(Some(s.accuracy())),
+                    "processed": s.processed,
+                    "offered": s.offered,
+                    "correct": s.correct,
+                    "errors": s.errors,
+                    "cpu_s": s.cpu_s,
+                    "build_cpu_s": s.build_cpu_s,
+                    "switches": s.switches,
+                    "plans": s.plans,
+                    "memory_peak_bytes": s.memory_peak_bytes,
+                    "memory_over_budget_s": s.memory_over_budget_s,
+                    "latency_p50_ms": finite(Some(s.latency_p50_ms)),
+                    "latency_p99_ms": finite(Some(s.latency_p99_ms)),
+                    "apps": s.apps,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "benchmark": "nestdnn bench multitenant",
+        "setting": setting.name,
+        "run_s": setting.run_s,
+        "seeds": setting.seeds,
+        "fps_gain_at_equal_accuracy": headline(|g| g.fps_gain_at_equal_accuracy),
+        "accuracy_gain_at_equal_fps_pt": headline(|g| g.accuracy_gain_at_equal_fps_pt),
+        "cpu_per_frame_ratio": headline(|g| g.cpu_per_frame_ratio),
+        "best_objective": best_g.map(|(n, _)| n.clone()),
+        "targets": {
+            "fps_gain_at_equal_accuracy": TARGET_FPS_GAIN,
+            "accuracy_gain_at_equal_fps_pt": TARGET_ACCURACY_GAIN_PT,
+            "cpu_per_frame_ratio": TARGET_CPU_RATIO,
+            "met": {
+                "fps_gain_at_equal_accuracy": met(fg, TARGET_FPS_GAIN),
+                "accuracy_gain_at_equal_fps_pt": met(ag, TARGET_ACCURACY_GAIN_PT),
+                "cpu_per_frame_ratio": met(cr, TARGET_CPU_RATIO),
+            },
+        },
+        "definitions": "curves: upper-right Pareto front of (frames/s, top-1) per system, linear between points; gains: NestDNN's curve against every status-quo level (fixed descendant for every app, equal shares); headline = largest over the levels (the paper's 'up to'); at_status_quo = against level 6 (largest descendant = vanilla architecture); cpu_per_frame_ratio = status quo / NestDNN CPU-seconds per processed frame at the level and accuracy of the headline frame-rate gain (CPU time is an energy proxy, not joules)",
+        "objectives": objectives.iter().map(|(n, g)| (n.clone(), serde_json::to_value(g).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
+        "systems": summaries,
+        "workload": {
+            "apps": APPS,
+            "camera_hz": workload::CAMERA_HZ,
+            "target_fps": workload::TARGET_FPS,
+            "concurrent": [workload::MIN_CONCURRENT, workload::MAX_CONCURRENT],
+            "mean_event_gap_s": workload::MEAN_EVENT_GAP_S,
+            "compute_budgets_cores": workload::COMPUTE_BUDGETS_CORES,
+            "memory_budgets_mib": workload::MEMORY_BUDGETS_MIB,
+            "background_cores": workload::BACKGROUND_CORES,
+            "background_quiet_s": [workload::BACKGROUND_QUIET_S.0, workload::BACKGROUND_QUIET_S.1],
+            "background_loaded_s": [workload::BACKGROUND_LOADED_S.0, workload::BACKGROUND_LOADED_S.1],
+            "monitor_period_s": workload::MONITOR_PERIOD_S,
+            "share_step": workload::SHARE_STEP,
+            "alphas": workload::ALPHAS,
+            "status_quo_levels": workload::STATUS_QUO_LEVELS,
+        },
+        "runs": schedules,
+    });
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        for (k, x) in e {
+            m.insert(k, x);
+        }
+    }
+    v
+}
+
+fn num(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+fn fmt_opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    x.map_or_else(|| "n/a".to_string(), f)
+}
+
+/// The README's results table (Markdown), generated from a report.
+///
+/// # Errors
+/// A message naming the first field the report lacks.
+pub fn readme_table(report: &Value) -> Result<String, String> {
+    let systems = report
+        .get("systems")
+        .and_then(Value::as_array)
+        .ok_or("no \"systems\" array")?;
+    let mut t = String::new();
+    let setting = report.get("setting").and_then(Value::as_str).unwrap_or("?");
+    let runs = report
+        .get("seeds")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let run_s = num(report, "run_s").unwrap_or(f64::NAN);
+    let best = report
+        .get("best_objective")
+        .and_then(Value::as_str)
+        .unwrap_or("n/a");
+    let _ = writeln!(
+        t,
+        "Setting `{setting}`: {runs} runs of {run_s:.0} s. Best NestDNN objective: `{best}`.\n"
+    );
+    let _ = writeln!(
+        t,
+        "| comparison (vs status quo) | measured | target | met |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|");
+    let met = |k: &str| {
+        report
+            .pointer(&format!("/targets/met/{k}"))
+            .and_then(Value::as_bool)
+            .map_or("n/a", |b| if b { "yes" } else { "no" })
+    };
+    let rows = [
+        (
+            "frame-rate gain at equal accuracy",
+            "fps_gain_at_equal_accuracy",
+            TARGET_FPS_GAIN,
+            "x",
+        ),
+        (
+            "accuracy gain at equal frame rate",
+            "accuracy_gain_at_equal_fps_pt",
+            TARGET_ACCURACY_GAIN_PT,
+            " pt",
+        ),
+        (
+            "CPU per frame, status quo / NestDNN",
+            "cpu_per_frame_ratio",
+            TARGET_CPU_RATIO,
+            "x",
+        ),
+    ];
+    for (name, key, target, unit) in rows {
+        let _ = writeln!(
+            t,
+            "| {name} | {} | {}{unit} | {} |",
+            fmt_opt(num(report, key), |x| format!("{x:.2}{unit}")),
+            if unit == " pt" {
+                format!("+{target}")
+            } else {
+                format!("{target}")
+            },
+            met(key)
+        );
+    }
+    if let Some(objs) = report.get("objectives").and_then(Value::as_object) {
+        let _ = writeln!(
+            t,
+            "\n| objective | fps gain (level) | accuracy gain pt (level) | CPU/frame ratio | vs status quo L6: fps gain, accuracy gain pt |"
+        );
+        let _ = writeln!(t, "|---|---|---|---|---|");
+        for (name, g) in objs {
+            let lvl = |k: &str| {
+                g.get(k)
+                    .and_then(Value::as_u64)
+                    .map_or("-".into(), |l| format!("L{l}"))
+            };
+            let sq = g.get("at_status_quo");
+            let _ = writeln!(
+                t,
+                "| `{name}` | {} ({}) | {} ({}) | {} | {}, {} |",
+                fmt_opt(num(g, "fps_gain_at_equal_accuracy"), |x| format!("{x:.2}x")),
+                lvl("fps_gain_level"),
+                fmt_opt(num(g, "accuracy_gain_at_equal_fps_pt"), |x| format!(
+                    "{x:+.2}"
+                )),
+                lvl("accuracy_gain_level"),
+                fmt_opt(num(g, "cpu_per_frame_ratio"), |x| format!("{x:.2}x")),
+                fmt_opt(sq.and_then(|s| num(s, "fps_gain")), |x| format!("{x:.2}x")),
+                fmt_opt(sq.and_then(|s| num(s, "accuracy_gain_pt")), |x| format!(
+                    "{x:+.2}"
+                )),
+            );
+        }
+    }
+    let _ = writeln!(
+        t,
+        "\n| system | frames/s | top-1 % | processed % | CPU ms/frame | p50 ms | p99 ms | switches/run | memory peak KiB | over memory budget s |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    for s in systems {
+        let label = s.get("label").and_then(Value::as_str).unwrap_or("?");
+        let f = |k: &str, scale: f64, prec: usize| {
+            fmt_opt(num(s, k), |x| format!("{:.*}", prec, x * scale))
+        };
+        let _ = writeln!(
+            t,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            f("fps", 1.0, 1),
+            f("accuracy", 100.0, 2),
+            f("processed_fraction", 100.0, 1),
+            f("cpu_per_frame_s", 1e3, 3),
+            f("latency_p50_ms", 1.0, 1),
+            f("latency_p99_ms", 1.0, 1),
+            f("switches_per_run", 1.0, 1),
+            f("memory_peak_bytes", 1.0 / 1024.0, 0),
+            f("memory_over_budget_s", 1.0, 1),
+        );
+    }
+    if let Some(sim) = report.get("sim_validation") {
+        if let Some(e) = num(sim, "fps_mean_abs_rel_error") {
+            let _ = writeln!(
+                t,
+                "\nSimulation vs real runs (same schedules and budget traces): frame rate mean |error| {:.1} % (max {:.1} %), accuracy mean |error| {:.2} pt (max {:.2} pt), over {} system-runs.",
+                e * 100.0,
+                num(sim, "fps_max_abs_rel_error").unwrap_or(f64::NAN) * 100.0,
+                num(sim, "accuracy_mean_abs_error_pt").unwrap_or(f64::NAN),
+                num(sim, "accuracy_max_abs_error_pt").unwrap_or(f64::NAN),
+                sim.get("pairs").and_then(Value::as_u64).unwrap_or(0)
+            );
+        }
+    }
+    Ok(t)
+}
+
+const COLORS: [&str; 4] = ["#555555", "#1f77b4", "#d62728", "#2ca02c"];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Accuracy-vs-frame-rate curves of every family (points and Pareto fronts), SVG.
+pub fn curves_svg(summaries: &[SystemSummary]) -> String {
+    let fams = ["status_quo", "min_total_cost", "min_max_cost"];
+    let all: Vec<&SystemSummary> = summaries
+        .iter()
+        .filter(|s| s.fps.is_finite() && s.accuracy.is_finite())
+        .collect();
+    let (w, h, ml, mr, mt, mb) = (720.0, 480.0, 70.0, 180.0, 30.0, 50.0);
+    let fx: Vec<f64> = all.iter().map(|s| s.fps).collect();
+    let fy: Vec<f64> = all.iter().map(|s| s.accuracy * 100.0).collect();
+    let (x0, x1) = bounds(&fx);
+    let (y0, y1) = bounds(&fy);
+    let px = |x: f64| ml + (x - x0) / (x1 - x0) * (w - ml - mr);
+    let py = |y: f64| h - mb - (y - y0) / (y1 - y0) * (h - mt - mb);
+    let mut s = svg_head(w, h, "Accuracy vs frame rate (all apps, pooled over runs)");
+    axes(
+        &mut s,
+        (w, h, ml, mr, mt, mb),
+        (x0, x1),
+        (y0, y1),
+        "processed frames/s (all apps)",
+        "top-1 over processed frames, %",
+        &px,
+        &py,
+    );
+    for (k, fam) in fams.iter().enumerate() {
+        let c = COLORS[k.min(COLORS.len() - 1)];
+        let pts = points(summaries, fam);
+        let front = pareto(&pts);
+        let path: Vec<String> = front
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", px(p.fps), py(p.accuracy * 100.0)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
+        for p in pts
+            .iter()
+            .filter(|p| p.fps.is_finite() && p.accuracy.is_finite())
+        {
+            let (x, y) = (px(p.fps), py(p.accuracy * 100.0));
+            let _ = writeln!(s, r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{c}"/>"#);
+            let lab = if *fam == "status_quo" {
+                format!("L{}", p.knob)
+            } else {
+                format!("{}", p.knob)
+            };
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="10" fill="{c}">{}</text>"#,
+                x + 5.0,
+                y - 5.0,
+                esc(&lab)
+            );
+        }
+        let ly = mt + 20.0 + 20.0 * k as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{:.1}" y="{:.1}" width="14" height="4" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
+            w - mr + 15.0,
+            ly - 4.0,
+            w - mr + 35.0,
+            ly,
+            esc(&match *fam {
+                "status_quo" => "status quo (level)".to_string(),
+                f => format!("{f} (alpha)"),
+            })
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Capacity over time of one run: the device's cores and, per app, the descendant of the
+/// status quo proper and of one NestDNN system (`nestdnn_label`), SVG.
+pub fn capacity_svg(run: &RunOutcome, nestdnn_label: &str) -> String {
+    let (w, h) = (900.0, 560.0);
+    let mut s = svg_head(
+        w,
+        h,
+        &format!(
+            "Run {} (seed {}): device cores and descendants over time",
+            run.schedule.index, run.schedule.seed
+        ),
+    );
+    let (ml, mr) = (70.0, 180.0);
+    let t1 = run.schedule.run_s.max(1.0);
+    let px = |t: f64| ml + t / t1 * (w - ml - mr);
+    // Panel 1: device cores.
+    let (p_top, p_h) = (40.0, 130.0);
+    let cmax = run.schedule.compute_cores * 1.1;
+    let py = |c: f64| p_top + p_h - c / cmax * p_h;
+    panel_frame(&mut s, ml, w - mr, p_top, p_h, "device cores");
+    let pts: Vec<String> = run
+        .budget
+        .iter()
+        .map(|b| format!("{:.1},{:.1}", px(b.t_s), py(b.device_cores)))
+        .collect();
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#000" stroke-width="1.5" points="{}"/>"##,
+        pts.join(" ")
+    );
+    for sp in &run.schedule.background {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="6" fill="#ff7f0e" opacity="0.6"/>"##,
+            px(sp.from_s),
+            p_top + p_h + 4.0,
+            px(sp.to_s) - px(sp.from_s)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#ff7f0e">background load spells</text>"##,
+        w - mr + 10.0,
+        p_top + p_h + 10.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" font-size="11">{:.3}</text><text x="{:.1}" y="{:.1}" font-size="11">0</text>"#,
+        ml - 45.0,
+        py(run.schedule.compute_cores) + 4.0,
+        run.schedule.compute_cores,
+        ml - 20.0,
+        py(0.0)
+    );
+    // Panels 2 and 3: descendants per app.
+    let sq_label = System::StatusQuo {
+        level: STATUS_QUO_LEVEL,
+    }
+    .label();
+    for (k, label) in [sq_label.as_str(), nestdnn_label].iter().enumerate() {
+        let top = 210.0 + k as f64 * 170.0;
+        let ph = 140.0;
+        panel_frame(
+            &mut s,
+            ml,
+            w - mr,
+            top,
+            ph,
+            &format!("{label}: descendant per app"),
+        );
+        let Some(sys) = run.systems.iter().find(|x| x.system.label() == *label) else {
+            continue;
+        };
+        let dy = |d: f64| top + ph - (d + 0.5) / 7.0 * ph;
+        for d in 0..7 {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="9">d{d}</text>"#,
+                ml - 20.0,
+                dy(d as f64) + 3.0
+            );
+        }
+        for (a, app) in APPS.iter().enumerate() {
+            let c = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"][a];
+            let off = (a as f64 - 1.5) * 2.5;
+            let mut seg: Vec<String> = Vec::new();
+            let flush = |seg: &mut Vec<String>, s: &mut String| {
+                if seg.len() > 1 {
+                    let _ = writeln!(
+                        s,
+                        r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+                        seg.join(" ")
+                    );
+                }
+                seg.clear();
+            };
+            for p in &sys.timeline {
+                let st = p.apps.get(a).copied();
+                match st {
+                    Some(st) if st.running && st.descendant.is_some() => {
+                        let d = st.descendant.unwrap_or(0) as f64;
+                        seg.push(format!("{:.1},{:.1}", px(p.t_s), dy(d) + off));
+                    }
+                    _ => flush(&mut seg, &mut s),
+                }
+            }
+            flush(&mut seg, &mut s);
+            if k == 0 {
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{:.1}" y="{:.1}" width="14" height="4" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+                    w - mr + 10.0,
+                    top + 20.0 + 18.0 * a as f64,
+                    w - mr + 30.0,
+                    top + 24.0 + 18.0 * a as f64,
+                    esc(app)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">seconds</text>"#,
+        (ml + w - mr) / 2.0,
+        h - 5.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+fn bounds(v: &[f64]) -> (f64, f64) {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    (lo - pad, hi + pad)
+}
+
+fn svg_head(w: f64, h: f64, title: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"20\" font-size=\"14\" text-anchor=\"middle\">{}</text>\n",
+        w / 2.0,
+        esc(title)
+    )
+}
+
+fn panel_frame(s: &mut String, x0: f64, x1: f64, top: f64, h: f64, title: &str) {
+    let _ = writeln!(
+        s,
+        r##"<rect x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{h:.1}" fill="none" stroke="#999"/><text x="{x0:.1}" y="{:.1}" font-size="12">{}</text>"##,
+        x1 - x0,
+        top - 4.0,
+        esc(title)
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn axes(
+    s: &mut String,
+    (w, h, ml, mr, mt, mb): (f64, f64, f64, f64, f64, f64),
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    xl: &str,
+    yl: &str,
+    px: &dyn Fn(f64) -> f64,
+    py: &dyn Fn(f64) -> f64,
+) {
+    let _ = writeln!(
+        s,
+        r##"<rect x="{ml}" y="{mt}" width="{}" height="{}" fill="none" stroke="#999"/>"##,
+        w - ml - mr,
+        h - mt - mb
+    );
+    for i in 0..=5 {
+        let x = x0 + (x1 - x0) * i as f64 / 5.0;
+        let y = y0 + (y1 - y0) * i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{x:.1}</text><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{y:.2}</text>"#,
+            px(x),
+            h - mb + 14.0,
+            ml - 4.0,
+            py(y) + 3.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text><text x="14" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#,
+        (ml + w - mr) / 2.0,
+        h - 12.0,
+        esc(xl),
+        (mt + h - mb) / 2.0,
+        (mt + h - mb) / 2.0,
+        esc(yl)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_table_reads_the_report_fields() {
+        let r = json!({
+            "setting": "quick", "seeds": [1, 2], "run_s": 20.0,
+            "best_objective": "min_total_cost",
+            "fps_gain_at_equal_accuracy": 2.5,
+            "accuracy_gain_at_equal_fps_pt": 1.25,
+            "cpu_per_frame_ratio": null,
+            "targets": {"met": {"fps_gain_at_equal_accuracy": true, "accuracy_gain_at_equal_fps_pt": false}},
+            "objectives": {"min_total_cost": {"fps_gain_at_equal_accuracy": 2.5, "fps_gain_level": 6}},
+            "systems": [{"label": "status_quo L6", "fps": 12.34, "accuracy": 0.9, "cpu_per_frame_s": 0.0005}],
+        });
+        let t = readme_table(&r).unwrap();
+        assert!(
+            t.contains("| frame-rate gain at equal accuracy | 2.50x | 2x | yes |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| accuracy gain at equal frame rate | 1.25 pt | +4.2 pt | no |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| CPU per frame, status quo / NestDNN | n/a | 1.7x | n/a |"),
+            "{t}"
+        );
+        assert!(t.contains("| `min_total_cost` | 2.50x (L6) |"), "{t}");
+        assert!(t.contains("| status_quo L6 | 12.3 | 90.00 |"), "{t}");
+        assert!(readme_table(&json!({})).is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! The same runs in virtual time: the planner and the status quo drive
+//! [`crate::sim::Simulator`] (the runtime's rules, deterministic) over the same frame arrivals,
+//! app schedule and monitor readings as a real run; accuracy comes from the offline
+//! correctness matrix (each descendant's real prediction on each held-out frame). Used to
+//! validate the simulation against the real runs (the error is reported).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::scheduler::{
+    Budget, Ladder, Plan, Planner, Settings, SolverChoice, TaskSpec, TaskStatus,
+};
+use crate::sim::{Assignment, SimEvent, SimOptions, Simulator};
+
+use super::data::Offline;
+use super::harness::{BudgetSample, System};
+use super::workload::{RunSchedule, APPS, CAMERA_HZ, SHARE_STEP, TARGET_FPS};
+use super::BenchError;
+
+/// One system's figures in one simulated run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SimRun {
+    /// Frames offered to running apps.
+    pub offered: u64,
+    /// Frames processed.
+    pub processed: u64,
+    /// Of those, classified right (offline correctness matrix).
+    pub correct: u64,
+    /// Seconds simulated.
+    pub run_s: f64,
+}
+
+impl SimRun {
+    /// Processed frames per second.
+    pub fn fps(&self) -> f64 {
+        self.processed as f64 / self.run_s.max(1e-9)
+    }
+
+    /// Top-1 over processed frames.
+    pub fn accuracy(&self) -> f64 {
+        if self.processed > 0 {
+            self.correct as f64 / self.processed as f64
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+fn assignments(plan: &Plan) -> Vec<Assignment> {
+    plan.tasks
+        .iter()
+        .map(|t| {
+            if t.status == TaskStatus::Running {
+                Assignment {
+                    running: true,
+                    descendant: t.descendant_index,
+                    share: t.share,
+                }
+            } else {
+                Assignment::PAUSED
+            }
+        })
+        .collect()
+}
+
+fn equal(running: &[bool; 4], level: usize, device: f64) -> Vec<Assignment> {
+    let n = running.iter().filter(|&&r| r).count().max(1) as f64;
+    running
+        .iter()
+        .map(|&r| {
+            if r {
+                Assignment {
+                    running: true,
+                    descendant: level,
+                    share: (device / n).min(1.0),
+                }
+            } else {
+                Assignment::PAUSED
+            }
+        })
+        .collect()
+}
+
+/// Simulates `system` on `schedule` with the monitor readings `budget` of a real run.
+/// `latency_s[app][d]`: CPU-seconds one frame takes (the sim's latency at one core);
+/// `ladders`: the planner's ladders; `offline[app].correct[d][frame]`: accuracy.
+///
+/// # Errors
+/// [`BenchError::Scheduler`] when the planner refuses an input.
+pub fn simulate_run(
+    system: System,
+    schedule: &RunSchedule,
+    budget: &[BudgetSample],
+    latency_s: &[Vec<f64>],
+    ladders: &[Ladder],
+    offline: &[Offline],
+) -> Result<SimRun, BenchError> {
+    let mut sim = Simulator::with_options(
+        latency_s.to_vec(),
+        SimOptions {
+            target_fps: vec![TARGET_FPS; APPS.len()],
+            ..SimOptions::default()
+        },
+    );
+    let epoch = Instant::now();
+    let at = |t: f64| epoch + Duration::from_secs_f64(t.max(0.0));
+    let mut planner = match system {
+        System::StatusQuo { .. } => None,
+        System::Nestdnn { objective, alpha } => {
+            let settings = Settings {
+                objective,
+                solver: SolverChoice::Auto,
+                alpha,
+                share_step: SHARE_STEP,
+                default_budget: Budget::new(schedule.compute_cores, schedule.memory_bytes),
+                ..Settings::default()
+            };
+            let specs = ladders
+                .iter()
+                .zip(APPS)
+                .map(|(l, name)| TaskSpec {
+                    name: name.to_string(),
+                    priority: 1.0,
+                    target_fps: TARGET_FPS,
+                    enabled: true,
+                    ladder: Arc::new(l.clone()),
+                })
+                .collect();
+            Some(Planner::new(settings, specs, epoch)?)
+        }
+    };
+    let mut out = SimRun {
+        offered: 0,
+        processed: 0,
+        correct: 0,
+        run_s: schedule.run_s,
+    };
+    let count = |evs: Vec<SimEvent>, out: &mut SimRun| {
+        for e in evs {
+            if let SimEvent::Processed {
+                task,
+                frame,
+                descendant,
+                ..
+            } = e
+            {
+                out.processed += 1;
+                let ok = offline
+                    .get(task)
+                    .and_then(|o| o.correct.get(descendant))
+                    .and_then(|c| c.get(frame as usize))
+                    .copied()
+                    .unwrap_or(false);
+                out.correct += u64::from(ok);
+            }
+        }
+    };
+    let mut running = [false; 4];
+    let mut device = schedule.compute_cores;
+    let mut next_budget = 0usize;
+    let period = 1.0 / CAMERA_HZ;
+    let mut tick = 0usize;
+    loop {
+        let t = tick as f64 * period;
+        if t >= schedule.run_s {
+            break;
+        }
+        let mut plan: Option<Vec<Assignment>> = None;
+        let want = schedule.running_at(t);
+        if tick == 0 || want != running {
+            for i in 0..APPS.len() {
+                if want[i] == running[i] && tick > 0 {
+                    continue;
+                }
+                if let Some(p) = planner.as_mut() {
+                    let r = if want[i] {
+                        p.task_started(APPS[i], at(t))?
+                    } else {
+                        p.task_stopped(APPS[i], at(t))?
+                    };
+                    if let Some(r) = r {
+                        plan = Some(assignments(&r));
+                    }
+                }
+            }
+            running = want;
+            if let System::StatusQuo { level } = system {
+                plan = Some(equal(&running, level, device));
+            }
+        }
+        while budget.get(next_budget).is_some_and(|b| b.t_s <= t) {
+            device = budget[next_budget].device_cores;
+            next_budget += 1;
+            match (planner.as_mut(), system) {
+                (Some(p), _) => {
+                    let b = Budget::new(device, schedule.memory_bytes);
+                    if let Some(r) = p.update_budget(&b, at(t))? {
+                        plan = Some(assignments(&r));
+                    }
+                }
+                (None, System::StatusQuo { level }) => {
+                    plan = Some(equal(&running, level, device));
+                }
+                (None, _) => {}
+            }
+        }
+        if let Some(p) = planner.as_mut() {
+            if p.next_review().is_some_and(|r| r <= at(t)) {
+                if let Some(r) = p.review(at(t)) {
+                    plan = Some(assignments(&r));
+                }
+            }
+        }
+        if let Some(a) = plan {
+            let evs = sim.set_plan(t, &a);
+            count(evs, &mut out);
+        }
+        for (i, &r) in running.iter().enumerate() {
+            let n = offline
+                .get(i)
+                .map_or(0, |o| o.correct.first().map_or(0, Vec::len));
+            if !r || n == 0 {
+                continue;
+            }
+            let f = (tick + 97 * i) % n;
+            out.offered += 1;
+            let evs = sim.frame(t, i, f as u64);
+            count(evs, &mut out);
+        }
+        tick += 1;
+    }
+    let evs = sim.advance(schedule.run_s);
+    count(evs, &mut out);
+    Ok(out)
+}
+
+/// Simulation against real runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Validation {
+    /// System-runs compared.
+    pub pairs: usize,
+    /// Mean |sim fps / real fps - 1|.
+    pub fps_mean_abs_rel_error: f64,
+    /// Largest.
+    pub fps_max_abs_rel_error: f64,
+    /// Mean |sim accuracy - real accuracy|, points.
+    pub accuracy_mean_abs_error_pt: f64,
+    /// Largest.
+    pub accuracy_max_abs_error_pt: f64,
+    /// Per pair: run index, system label, real and simulated fps and accuracy.
+    pub per_pair: Vec<(usize, String, f64, f64, f64, f64)>,
+}
+
+/// Summarises `(run, label, real fps, sim fps, real accuracy, sim accuracy)` tuples; pairs
+/// with no real frames are left out.
+pub fn validation(pairs: Vec<(usize, String, f64, f64, f64, f64)>) -> Validation {
+    let used: Vec<_> = pairs
+        .into_iter()
+        .filter(|p| p.2 > 0.0 && p.4.is_finite() && p.5.is_finite())
+        .collect();
+    let fe: Vec<f64> = used.iter().map(|p| (p.3 / p.2 - 1.0).abs()).collect();
+    let ae: Vec<f64> = used.iter().map(|p| (p.5 - p.4).abs() * 100.0).collect();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    Validation {
+        pairs: used.len(),
+        fps_mean_abs_rel_error: mean(&fe),
+        fps_max_abs_rel_error: max(&fe),
+        accuracy_mean_abs_error_pt: mean(&ae),
+        accuracy_max_abs_error_pt: max(&ae),
+        per_pair: used,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::workload::{schedule, QUICK};
+    use crate::scheduler::Rung;
+
+    fn ladder(name: &str) -> Ladder {
+        let rungs = (0..7)
+            .map(|d| Rung {
+                name: format!("d{d}"),
+                accuracy: 0.8 + 0.02 * d as f64,
+                latency_s: 0.0002 * (d + 1) as f64,
+                build_s: 0.005,
+                plan_bytes: 50_000 * (d as u64 + 1),
+            })
+            .collect();
+        Ladder::new(name, rungs, Some(400_000)).unwrap()
+    }
+
+    fn offline(app: &str) -> Offline {
+        // Descendant d is right on frames f with f % 7 < d + 1 (accuracy (d + 1) / 7).
+        Offline {
+            app: app.to_string(),
+            correct: (0..7)
+                .map(|d| (0..70).map(|f| f % 7 < d + 1).collect())
+                .collect(),
+            accuracy: vec![],
+            cpu_s: vec![],
+        }
+    }
+
+    #[test]
+    fn the_simulation_is_deterministic_and_the_status_quo_follows_its_level() {
+        let sched = schedule(&QUICK, 0).unwrap();
+        let ladders: Vec<Ladder> = APPS.iter().map(|a| ladder(a)).collect();
+        let lat: Vec<Vec<f64>> = ladders
+            .iter()
+            .map(|l| l.rungs().iter().map(|r| r.latency_s).collect())
+            .collect();
+        let off: Vec<Offline> = APPS.iter().map(|a| offline(a)).collect();
+        let budget = vec![BudgetSample {
+            t_s: 0.0,
+            available_cores: 2.0,
+            online_cores: 2.0,
+            load_cores: 0.0,
+            device_cores: 10.0,
+            script_background_cores: 0.0,
+        }];
+        let top = System::StatusQuo { level: 6 };
+        let a = simulate_run(top, &sched, &budget, &lat, &ladders, &off).unwrap();
+        let b = simulate_run(top, &sched, &budget, &lat, &ladders, &off).unwrap();
+        assert_eq!(a, b);
+        // Ample cores: every offered frame runs (paced to 30 fps = the camera), level 6 is
+        // right on every frame.
+        assert!(a.processed as f64 >= 0.98 * a.offered as f64, "{a:?}");
+        assert_eq!(a.correct, a.processed);
+        let low = simulate_run(
+            System::StatusQuo { level: 0 },
+            &sched,
+            &budget,
+            &lat,
+            &ladders,
+            &off,
+        )
+        .unwrap();
+        assert!((low.accuracy() - 1.0 / 7.0).abs() < 0.02, "{low:?}");
+        let nd = System::Nestdnn {
+            objective: crate::scheduler::Objective::MinTotalCost,
+            alpha: 0.1,
+        };
+        let n = simulate_run(nd, &sched, &budget, &lat, &ladders, &off).unwrap();
+        assert!(n.accuracy() > 0.95 && n.processed > 0, "{n:?}");
+    }
+
+    #[test]
+    fn validation_errors() {
+        let v = validation(vec![
+            (0, "a".into(), 10.0, 11.0, 0.9, 0.91),
+            (0, "b".into(), 20.0, 19.0, 0.8, 0.8),
+            (1, "c".into(), 0.0, 5.0, f64::NAN, 0.5),
+        ]);
+        assert_eq!(v.pairs, 2);
+        assert!((v.fps_mean_abs_rel_error - 0.075).abs() < 1e-9);
+        assert!((v.fps_max_abs_rel_error - 0.1).abs() < 1e-9);
+        assert!((v.accuracy_max_abs_error_pt - 1.0).abs() < 1e-9);
+    }
+}
