@@ -123,35 +123,45 @@ def jpeg(rgb):
 
 
 def events_main():
-    """(time_s, topic, type, fields) of the main recording."""
+    """(time_s, topic, type, fields) of the main recording.
+
+    Budget sizes: the committed models are tiny (28x28 inputs, 0.08-0.28 ms per frame on one
+    core), so one 30 Hz camera costs 0.002-0.009 cores and budgets of whole cores never bind.
+    The budgets here are where the scheduler has to choose (params/replay.yaml: 4 tasks at
+    30 fps, share_step 0.005 cores; latencies of test/bags/profiles/, where the largest
+    descendants need 3-4 share steps at 30 fps and the middle ones 2): 0.07 cores runs every
+    task on its largest descendant, 0.046 (9 steps) gives every task 2 steps and one spare,
+    0.056 (11 steps) three spare. Values avoid the f32 rounding edge of share_step multiples
+    (0.045f32 is just below 9 x 0.005). Events are at least min_dwell_s (2 s) apart."""
     budget = lambda cores, load: dict(cpu_cores_available=cores, cpu_load=load,  # noqa: E731
                                       memory_available_bytes=1 << 30,
                                       battery_percentage=float("nan"), power_supply_status=0)
     prio = lambda task, p, en: dict(task=task, priority=p, enabled=en)  # noqa: E731
     B, P = "nestdnn_msgs/msg/ResourceBudget", "nestdnn_msgs/msg/TaskPriority"
     return [
-        (0.0, BUDGET_TOPIC, B, budget(2.0, 0.2), "initial budget"),
-        (4.0, BUDGET_TOPIC, B, budget(0.5, 0.8), "budget drops: smaller descendants"),
-        (8.0, PRIORITY_TOPIC, P, prio("fashion_vgg", 4.0, True),
-         "fashion_vgg priority up: its capacity rises"),
-        (11.0, BUDGET_TOPIC, B, budget(1.5, 0.4), "budget rises: larger descendants"),
+        (0.0, BUDGET_TOPIC, B, budget(0.07, 0.2), "initial budget"),
+        (4.0, BUDGET_TOPIC, B, budget(0.046, 0.8), "budget drops: smaller descendants"),
+        (8.0, PRIORITY_TOPIC, P, prio("digits_vgg", 10.0, True),
+         "digits_vgg priority up: its capacity rises"),
+        (11.0, BUDGET_TOPIC, B, budget(0.056, 0.4), "budget rises: larger descendants"),
         (13.0, PRIORITY_TOPIC, P, prio("digits_resnet", 1.0, False),
          "digits_resnet disabled: its frames ignored, resources freed"),
         (16.0, PRIORITY_TOPIC, P, prio("digits_resnet", 1.0, True), "digits_resnet enabled"),
-        (18.0, BUDGET_TOPIC, B, budget(3.0, 0.1), "budget rises again"),
+        (18.0, BUDGET_TOPIC, B, budget(0.07, 0.1), "budget rises again"),
     ]
 
 
 def events_db3():
+    """Two tasks; budgets as in events_main (0.036: 7 share steps, 0.026: 5)."""
     B, P = "nestdnn_msgs/msg/ResourceBudget", "nestdnn_msgs/msg/TaskPriority"
     bud = lambda c: dict(cpu_cores_available=c, cpu_load=0.5,  # noqa: E731
                          memory_available_bytes=512 << 20, battery_percentage=0.5,
                          power_supply_status=2)
     return [
-        (0.0, BUDGET_TOPIC, B, bud(1.0), "initial budget"),
-        (2.0, BUDGET_TOPIC, B, bud(0.4), "budget drops: smaller descendants"),
-        (3.0, PRIORITY_TOPIC, P, dict(task="fashion_resnet", priority=3.0, enabled=True),
-         "fashion_resnet priority up"),
+        (0.0, BUDGET_TOPIC, B, bud(0.036), "initial budget"),
+        (1.0, BUDGET_TOPIC, B, bud(0.026), "budget drops: smaller descendants"),
+        (3.5, PRIORITY_TOPIC, P, dict(task="digits_vgg", priority=50.0, enabled=True),
+         "digits_vgg priority up: its capacity rises"),
     ]
 
 
