@@ -17,7 +17,7 @@ if [ -z "${NESTDNN_BIN_DIR:-}" ]; then
   # The test profile (opt-level 2, as `cargo test` builds the crate) reuses what
   # `cargo test --workspace` compiled; it writes to target/debug.
   echo "==> building the node binaries (test profile)"
-  cargo build --profile test -p nestdnn_node --bin nestdnn_node --bin resource_monitor >&2
+  cargo build --profile test -p nestdnn_node --bin nestdnn_node --bin resource_monitor --bin nestdnn >&2
   export NESTDNN_BIN_DIR="$root/target/debug"
 fi
 # Cyclone: big enough receive buffers for camera frames (docs/ros2-notes.md P11).

@@ -8,6 +8,8 @@ mod bench;
 mod export;
 mod inspect;
 mod plan;
+#[cfg(feature = "dds")]
+mod play;
 mod profile;
 mod replay;
 mod time_onnx;
@@ -49,6 +51,9 @@ enum Command {
     Bench(bench::Args),
     /// Replay a rosbag2 bag through the node core (no ROS): accuracy, drops, plans.
     Replay(replay::Args),
+    /// Publish a rosbag2 bag over DDS at bag pace, like `ros2 bag play`.
+    #[cfg(feature = "dds")]
+    Play(play::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,8 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Replay(a) => replay::run(a),
+        #[cfg(feature = "dds")]
+        Command::Play(a) => play::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
