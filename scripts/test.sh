@@ -1,27 +1,56 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust: installs what the tests need
-# (Debian packages, the Python environment), then runs every test.
+# (Debian packages, the Python environment), then runs every test:
+#   1. Rust: format, clippy (default features, and the r2r adapter type-checked without ROS),
+#      unit and integration tests (real models, bags, messages checked against rosidl);
+#   2. DDS integration tests against Cyclone DDS, inside a private loopback-only network
+#      namespace (needs root for `unshare -n`);
+#   3. the offline stage (models/): committed artifacts and a tiny pipeline run end to end;
+#   4. smoke runs of the main job (bag replay) and of the multi-tenant benchmark.
+# Set NESTDNN_SKIP_R2R=1 to skip the r2r type-check (slow on a cold cache).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+start=$(date +%s)
+step() { echo "==> [$(($(date +%s) - start)) s] $*"; }
 
 need_apt=()
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v unshare >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "==> installing Debian packages: ${need_apt[*]}"
+  step "installing Debian packages: ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-echo "==> Python environment"
+step "Python environment"
 scripts/py-env.sh >/dev/null
 
-echo "==> Rust: fmt, clippy, tests"
+step "Rust: fmt"
 cargo fmt --all -- --check
+step "Rust: clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+if [ "${NESTDNN_SKIP_R2R:-0}" != 1 ]; then
+  step "Rust: clippy of the r2r transport (type-checked without ROS: r2r/doc-only)"
+  cargo clippy -p nestdnn_node --lib --bins --features r2r,r2r/doc-only -- -D warnings
+fi
+step "Rust: tests"
 cargo test --workspace
 
+step "DDS integration tests (private network namespace)"
+test/dds/run_tests.sh
+
 if [ -x models/test.sh ]; then
-  echo "==> models pipeline tests"
+  step "models pipeline tests"
   models/test.sh
 fi
+
+for smoke in scripts/demo.sh:--smoke; do
+  cmd=${smoke%%:*}
+  if [ -x "$cmd" ]; then
+    step "smoke: $cmd ${smoke#*:}"
+    "$cmd" "${smoke#*:}"
+  fi
+done
+step "all tests passed"

@@ -477,7 +477,7 @@ fn step_task(task: &mut Task, index: usize, to: f64, events: &mut Vec<SimEvent>)
             // The pace bucket may need the CPU bucket's time and vice versa only once: both
             // only grow with time, so the later of the two ready times satisfies both.
         }
-        if !(at <= to) || !at.is_finite() {
+        if at.is_nan() || at > to || !at.is_finite() {
             break;
         }
         task.cpu.refill(at);
