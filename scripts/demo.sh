@@ -14,7 +14,8 @@
 #   --watch X     sleep X wall seconds per bag second (e.g. 0.5) to follow the table live
 #   --realtime    run on the wall clock through the real node core (20 s; real drops and
 #                 frame rates; plans use this machine's profile cache)
-#   --smoke       quick check for CI: the 4 s .db3 recording, no live table
+#   --smoke       quick check for CI: the 4 s .db3 recording, no live table, built with the
+#                 test profile (reuses what `cargo test` compiled)
 # Deterministic by default: bag time drives a simulator of the runtime with the committed
 # profiles' latencies (the same plans on every machine), and every frame the simulator
 # serves is really classified by the descendant it says (real accuracy).
@@ -28,13 +29,14 @@ mode=()
 bag=test/bags/recording
 extra=()
 smoke=0
+profile=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out=$2; shift 2 ;;
     --watch) watch=$2; shift 2 ;;
     --realtime) mode=(--realtime); shift ;;
     --smoke) smoke=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "demo.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,14 +44,17 @@ if [ "$smoke" = 1 ]; then
   bag=test/bags/recording_db3
   extra=(-p digits_vgg.transport:=compressed --every 0)
   out=${out%/}-smoke
+  profile=test
 fi
 
 start=$(date +%s.%N)
-echo "==> building nestdnn (release)" >&2
-cargo build --release --quiet -p nestdnn_node --bin nestdnn
+echo "==> building nestdnn ($profile profile)" >&2
+cargo build --profile "$profile" --quiet -p nestdnn_node --bin nestdnn
 target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-exe=${target:-$root/target}/release/nestdnn
+dir=release
+[ "$profile" = test ] && dir=debug   # the test profile writes to target/debug
+exe=${target:-$root/target}/$dir/nestdnn
 built=$(date +%s.%N)
 
 profiles=(--profiles test/bags/profiles)

@@ -683,7 +683,10 @@ impl Deterministic {
         let events = self.sim.finish();
         self.handle_events(events)?;
         self.report.duration_s = self.now;
-        progress(&self.progress());
+        if self.now - (self.next_tick - self.period) > 0.25 * self.period {
+            // The last partial period, unless it is a sliver after the last whole one.
+            progress(&self.progress());
+        }
         self.finish(wall)
     }
 
@@ -765,7 +768,8 @@ impl Deterministic {
     fn progress(&self) -> Progress {
         let plan = self.planner.plan();
         let (budget, _) = self.planner.budget();
-        let window = self.period;
+        // Frames counted since the last snapshot (a whole period at a tick, less at the end).
+        let window = (self.now - (self.next_tick - self.period)).clamp(1e-3, self.period);
         Progress {
             time: self.now,
             budget_cores: budget.cpu_cores,

@@ -589,3 +589,48 @@ fn cli_writes_the_report_and_exits_non_zero_on_a_damaged_bag() {
     assert_eq!(v["status"], "ok");
     assert_eq!(v["tasks"]["digits_vgg"]["frames"], 120);
 }
+
+/// `--realtime`: the same bag on the wall clock through the real node core (threads, CPU-share
+/// arbiter, this machine's profile cache). Timing is real, so only what must hold on any
+/// machine is checked: every frame accounted for, real results with sane accuracy, the
+/// recorded events re-plan at about their bag time, the output bag written.
+#[test]
+fn realtime_replay_runs_the_node_core_at_bag_pace() {
+    let bag = root().join("test/bags/recording_db3");
+    let cfg = config(&[("digits_vgg.transport", "compressed")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rt.mcap");
+    let o = ReplayOptions {
+        pacing: nestdnn::replay::Pacing::Realtime,
+        profiles: ProfileSource::Cache(None),
+        out: Some(out.clone()),
+        ..ReplayOptions::default()
+    };
+    let r = replay(&bag, &cfg, &o, &mut |_| {}).unwrap();
+    assert_eq!(r.status, Status::Ok, "{:?}", r.errors);
+    assert!(r.wall_s >= 3.9, "bag pace: {} s", r.wall_s);
+    for name in ["fashion_resnet", "digits_vgg"] {
+        let t = &r.tasks[name];
+        assert_eq!(t.frames, 120, "{name}");
+        assert!(t.processed >= 30, "{name}: {t:?}");
+        assert_eq!(
+            t.processed + t.dropped + t.ignored_disabled + t.bad_frames,
+            120
+        );
+        let (acc, exp) = (t.accuracy.unwrap(), t.expected_accuracy.unwrap());
+        let tol = 3.0 * (exp * (1.0 - exp) / t.ground_truth as f64).sqrt();
+        eprintln!(
+            "realtime {name}: {} of 120 processed, {:.1} fps, accuracy {acc:.4} vs {exp:.4}",
+            t.processed, t.fps
+        );
+        assert!((acc - exp).abs() <= tol.max(0.05), "{name}: {acc} vs {exp}");
+    }
+    let near = |trigger: &str, at: f64| {
+        r.plans
+            .iter()
+            .any(|p| p.trigger == trigger && (p.time - at).abs() < 0.5)
+    };
+    assert!(near("budget", 1.0), "{:?}", r.plans);
+    assert!(near("priority_changed:digits_vgg", 3.5), "{:?}", r.plans);
+    check_output(&out, &r);
+}

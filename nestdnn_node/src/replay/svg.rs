@@ -52,10 +52,16 @@ pub fn plot(report: &Report, descendants: &[usize]) -> String {
     );
     // Budget panel.
     let top = TOP;
-    let max_b = report
+    // The initial plan carries the configured default budget, before any budget message:
+    // scale to the budgets the bag sent (and the shares planned).
+    let scaled: Vec<_> = report
         .plans
         .iter()
-        .map(|p| p.budget_cores)
+        .filter(|p| p.trigger != "initial")
+        .collect();
+    let max_b = scaled
+        .iter()
+        .map(|p| p.budget_cores.max(p.cores_planned))
         .fold(0.0f64, f64::max)
         .max(1e-6);
     let y_b = |v: f64| top + PANEL - (v / max_b) * PANEL;
@@ -75,7 +81,7 @@ pub fn plot(report: &Report, descendants: &[usize]) -> String {
             "{}{:.1},{:.1} H{:.1} ",
             if k == 0 { "M" } else { "L" },
             x(p.time),
-            y_b(p.budget_cores),
+            y_b(p.budget_cores.min(max_b)),
             x(t1)
         );
         let _ = write!(
