@@ -479,7 +479,8 @@ struct SimTask {
     accuracies: Vec<f64>,
     plans: Vec<Option<(DescendantPlan, PlanState)>>,
     /// Pre-processed frames offered to the simulator, by frame id.
-    waiting: HashMap<u64, (Header, Vec<f32>, f64)>,
+    /// Each with its header, arrival (bag s) and measured pre-processing time (wall s).
+    waiting: HashMap<u64, (Header, Vec<f32>, f64, f64)>,
     active: bool,
     tally: Tally,
 }
@@ -835,6 +836,7 @@ impl Deterministic {
                     if self.tasks[i].cfg.transport != Transport::Raw {
                         continue;
                     }
+                    let started = Instant::now();
                     let r = self.tasks[i].pre.raw_to_vec(&preprocess::RawImage {
                         width: img.width,
                         height: img.height,
@@ -843,7 +845,8 @@ impl Deterministic {
                         step: img.step,
                         data: &img.data,
                     });
-                    self.frame(i, t, &img.header, r)?;
+                    let pre_s = started.elapsed().as_secs_f64();
+                    self.frame(i, t, &img.header, r, pre_s)?;
                 }
             }
             BagMessage::CompressedImage(img) => {
@@ -854,13 +857,15 @@ impl Deterministic {
                     if self.tasks[i].cfg.transport != Transport::Compressed {
                         continue;
                     }
+                    let started = Instant::now();
                     let r = self.tasks[i]
                         .pre
                         .compressed_to_vec(&preprocess::CompressedImage {
                             format: &img.format,
                             data: &img.data,
                         });
-                    self.frame(i, t, &img.header, r)?;
+                    let pre_s = started.elapsed().as_secs_f64();
+                    self.frame(i, t, &img.header, r, pre_s)?;
                 }
             }
             BagMessage::Classification(c) => {
@@ -946,6 +951,7 @@ impl Deterministic {
         t: f64,
         header: &Header,
         tensor: Result<Vec<f32>, preprocess::PreprocessError>,
+        pre_s: f64,
     ) -> Result<(), ReplayError> {
         let name = self.tasks[i].cfg.name.clone();
         self.tasks[i].tally.frame_seen(t);
@@ -978,7 +984,7 @@ impl Deterministic {
         self.frame_ids += 1;
         self.tasks[i]
             .waiting
-            .insert(id, (header.clone(), tensor, t));
+            .insert(id, (header.clone(), tensor, t, pre_s));
         let events = self.sim.frame(t, i, id);
         self.handle_events(events)
     }
@@ -1027,7 +1033,7 @@ impl Deterministic {
         let Some(k) = self.tasks.get_mut(task) else {
             return Ok(());
         };
-        let Some((header, tensor, arrived)) = k.waiting.remove(&frame) else {
+        let Some((header, tensor, arrived, pre_s)) = k.waiting.remove(&frame) else {
             return Ok(());
         };
         let logits = k
@@ -1070,7 +1076,8 @@ impl Deterministic {
                 class_name,
                 score,
                 latency_queue_ms: ms(start - arrived),
-                latency_preprocess_ms: 0.0,
+                // Measured (wall clock); queue and inference are the simulator's times.
+                latency_preprocess_ms: ms(pre_s),
                 latency_inference_ms: ms(end - start),
                 latency_total_ms: ms(end - arrived),
                 frame_seq: seq,
