@@ -51,3 +51,29 @@ def test_play_feeds_the_node(procs, dp):
     budgets = sorted({round(p.cpu_cores_budget, 3) for p in plans.items if p.trigger == "budget"})
     assert budgets == [0.026, 0.036], budgets
     assert node.alive()
+
+
+def test_play_rate_topics_and_loop(procs, dp):
+    """--rate scales bag time, --topics filters, --loop starts over until interrupted (SIGINT);
+    the recorded QoS is used (the budget topic is latched: a late reader still gets it)."""
+    import time
+    budgets = Collector(dp, "/nestdnn/resource_budget", r.ResourceBudget, r.LATCHED_READER)
+    t0 = time.time()
+    once = procs([binary("nestdnn"), "play", BAG, "--rate", "4", "--delay", "1",
+                  "--topics", "/nestdnn/resource_budget"], name="once")
+    assert once.p.wait(30) == 0, once.text()
+    took = time.time() - t0
+    out = once.text()
+    # 4 s of bag at 4x after a 1 s delay; only the budget topic (2 messages).
+    assert "published 2 messages" in out, out
+    assert "publishing /camera" not in out, out
+    assert 1.2 < took < 6.0, took
+    assert budgets.wait(lambda xs: len(xs) >= 2, 5), len(budgets.items)
+    assert sorted(round(b.cpu_cores_available, 3) for b in budgets.items[:2]) == [0.026, 0.036]
+    looped = procs([binary("nestdnn"), "play", BAG, "--rate", "8", "--loop",
+                    "--topics", "/nestdnn/resource_budget"], name="loop")
+    time.sleep(2.5)  # 0.5 s of bag per pass: several passes
+    assert looped.alive(), looped.text()
+    assert looped.stop() == 0
+    n = int(looped.text().split("published ")[1].split()[0])
+    assert n >= 6, looped.text()
