@@ -637,3 +637,43 @@ fn realtime_replay_runs_the_node_core_at_bag_pace() {
     assert!(near("priority_changed:digits_vgg", 3.5), "{:?}", r.plans);
     check_output(&out, &r);
 }
+
+/// Profile files (`--profiles`) must exist and belong to the models: a missing one or one
+/// made for another version of a model is an error naming the task, the file and the fix.
+#[test]
+fn profile_files_must_match_the_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[]);
+    let bag = root().join("test/bags/recording_db3");
+    let with = |profiles: &Path| ReplayOptions {
+        profiles: ProfileSource::Files(profiles.to_path_buf()),
+        ..ReplayOptions::default()
+    };
+    let e = replay(&bag, &cfg, &with(dir.path()), &mut |_| {}).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("fashion_vgg")
+            && s.contains("fashion_vgg.json")
+            && s.contains("nestdnn profile"),
+        "{s}"
+    );
+    for t in [
+        "fashion_vgg",
+        "fashion_resnet",
+        "digits_vgg",
+        "digits_resnet",
+    ] {
+        let from = root().join(format!("test/bags/profiles/{t}.json"));
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(from).unwrap()).unwrap();
+        if t == "digits_vgg" {
+            v["model_sha256"] = Value::from("0".repeat(64));
+        }
+        std::fs::write(dir.path().join(format!("{t}.json")), v.to_string()).unwrap();
+    }
+    let e = replay(&bag, &cfg, &with(dir.path()), &mut |_| {}).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("digits_vgg.json") && s.contains("another version of the model"),
+        "{s}"
+    );
+}
