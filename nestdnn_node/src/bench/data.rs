@@ -215,6 +215,9 @@ pub struct Offline {
     pub accuracy: Vec<f64>,
     /// Median thread CPU seconds per frame of each descendant (hot loop).
     pub cpu_s: Vec<f64>,
+    /// Bytes each descendant's plan holds, as [`crate::model::DescendantPlan::plan_bytes`]
+    /// reports in this process (measured when the counting allocator is installed).
+    pub plan_bytes: Vec<u64>,
 }
 
 /// Index of the largest value (first on ties; 0 for an empty slice).
@@ -236,8 +239,10 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
     let mut correct = Vec::new();
     let mut accuracy = Vec::new();
     let mut cpu_s = Vec::new();
+    let mut plan_bytes = Vec::new();
     for d in 0..model.num_descendants() {
         let plan = model.build_plan(d)?;
+        plan_bytes.push(plan.plan_bytes());
         let mut st = plan.spawn()?;
         // Warm up on a few frames.
         for x in frames.inputs.iter().take(10) {
@@ -264,6 +269,7 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
         correct,
         accuracy,
         cpu_s,
+        plan_bytes,
     })
 }
 

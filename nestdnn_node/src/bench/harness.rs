@@ -476,9 +476,9 @@ pub fn run_real(
                         s.rt.set_enabled(i, w)?;
                         if let Some(p) = s.planner.as_mut() {
                             let plan = if w {
-                                p.task_started(&APPS[i], now)?
+                                p.task_started(APPS[i], now)?
                             } else {
-                                p.task_stopped(&APPS[i], now)?
+                                p.task_stopped(APPS[i], now)?
                             };
                             if let Some(plan) = plan {
                                 s.apply(&plan)?;
@@ -588,7 +588,7 @@ pub fn run_real(
                     for (i, a) in apps.iter().enumerate() {
                         let l = a.ladder.calibrated(&s.rt.cpu_per_frame(i));
                         s.ladders[i] = l.clone();
-                        if let Some(plan) = p.update_profile(&APPS[i], l, now)? {
+                        if let Some(plan) = p.update_profile(APPS[i], l, now)? {
                             last = Some(plan);
                         }
                     }

@@ -181,8 +181,49 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
             })
         })
         .collect();
+    // What the ladders allow at most: the whole status-quo sweep's spans.
+    let sq = points(&summaries, "status_quo");
+    let lvl = |l: f64| sq.iter().find(|p| p.knob == l).copied();
+    let top = lvl(STATUS_QUO_LEVEL as f64);
+    let bottom = lvl(0.0);
+    let ceilings = match (top, bottom) {
+        (Some(t), Some(b)) => json!({
+            "note": "largest descendant (L6) against smallest (L0) of the status quo: no policy over these ladders can trade more frame rate for accuracy, or more accuracy for frame rate, than the whole ladder spans",
+            "cpu_per_frame_l6_over_l0": finite(Some(t.cpu_per_frame_s / b.cpu_per_frame_s)),
+            "fps_l0_over_l6": finite(Some(b.fps / t.fps)),
+            "accuracy_l6_minus_l0_pt": finite(Some((t.accuracy - b.accuracy) * 100.0)),
+        }),
+        _ => Value::Null,
+    };
+    // The same comparison within each memory budget (the status quo ignores the memory
+    // budget; NestDNN keeps to it).
+    let mut budgets: Vec<u64> = runs.iter().map(|r| r.schedule.memory_bytes).collect();
+    budgets.sort_unstable();
+    budgets.dedup();
+    let by_memory: Vec<Value> = budgets
+        .iter()
+        .map(|&m| {
+            let sub: Vec<RunOutcome> = runs
+                .iter()
+                .filter(|r| r.schedule.memory_bytes == m)
+                .cloned()
+                .collect();
+            let (objs, best) = compare(&summarize(&sub));
+            let g = best.map(|b| &objs[b]);
+            json!({
+                "memory_mib": m as f64 / 1048576.0,
+                "runs": sub.len(),
+                "best_objective": g.map(|(n, _)| n.clone()),
+                "fps_gain_at_equal_accuracy": finite(g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy)),
+                "accuracy_gain_at_equal_fps_pt": finite(g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt)),
+                "cpu_per_frame_ratio": finite(g.and_then(|(_, g)| g.cpu_per_frame_ratio)),
+            })
+        })
+        .collect();
     let mut v = json!({
         "benchmark": "nestdnn bench multitenant",
+        "by_memory_budget": by_memory,
+        "ladder_span": ceilings,
         "setting": setting.name,
         "run_s": setting.run_s,
         "seeds": setting.seeds,
@@ -357,6 +398,38 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
             f("switches_per_run", 1.0, 1),
             f("memory_peak_bytes", 1.0 / 1024.0, 0),
             f("memory_over_budget_s", 1.0, 1),
+        );
+    }
+    if let Some(groups) = report.get("by_memory_budget").and_then(Value::as_array) {
+        let _ = writeln!(
+            t,
+            "\n| runs with memory budget | runs | best objective | fps gain | accuracy gain pt | CPU/frame ratio |"
+        );
+        let _ = writeln!(t, "|---|---|---|---|---|---|");
+        for g in groups {
+            let _ = writeln!(
+                t,
+                "| {} MiB | {} | `{}` | {} | {} | {} |",
+                fmt_opt(num(g, "memory_mib"), |x| format!("{x:.0}")),
+                g.get("runs").and_then(Value::as_u64).unwrap_or(0),
+                g.get("best_objective")
+                    .and_then(Value::as_str)
+                    .unwrap_or("n/a"),
+                fmt_opt(num(g, "fps_gain_at_equal_accuracy"), |x| format!("{x:.2}x")),
+                fmt_opt(num(g, "accuracy_gain_at_equal_fps_pt"), |x| format!(
+                    "{x:+.2}"
+                )),
+                fmt_opt(num(g, "cpu_per_frame_ratio"), |x| format!("{x:.2}x")),
+            );
+        }
+    }
+    if let Some(c) = report.get("ladder_span").filter(|c| !c.is_null()) {
+        let _ = writeln!(
+            t,
+            "\nWhat the ladders span (status quo L6 against L0): CPU per frame {}, frame rate {}, top-1 {} pt.",
+            fmt_opt(num(c, "cpu_per_frame_l6_over_l0"), |x| format!("{x:.2}x")),
+            fmt_opt(num(c, "fps_l0_over_l6"), |x| format!("{x:.2}x")),
+            fmt_opt(num(c, "accuracy_l6_minus_l0_pt"), |x| format!("{x:.2}")),
         );
     }
     if let Some(sim) = report.get("sim_validation") {

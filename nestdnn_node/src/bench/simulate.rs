@@ -308,6 +308,7 @@ mod tests {
                 .collect(),
             accuracy: vec![],
             cpu_s: vec![],
+            plan_bytes: vec![],
         }
     }
 

@@ -15,7 +15,7 @@ use nestdnn::bench::simulate::{simulate_run, validation};
 use nestdnn::bench::workload::{self, APPS, FULL, QUICK};
 use nestdnn::model::{models_dir, MultiCapacityModel};
 use nestdnn::profile::{load_or_profile, ProfileCache, ProfileOptions};
-use nestdnn::scheduler::Ladder;
+use nestdnn::scheduler::{Ladder, Rung};
 use serde_json::json;
 
 /// Arguments of `nestdnn bench`.
@@ -173,14 +173,29 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             fr.len()
         );
         let off = offline_pass(model, &fr)?;
-        let ladder = Ladder::from_profile(model.manifest(), &profile)?
+        // Latency: the hot-loop CPU time measured here; memory: the plans as this process
+        // accounts for them (the counting allocator), which is also what the benchmark
+        // reports, so the planner and the memory figures agree.
+        let profiled = Ladder::from_profile(model.manifest(), &profile)?
             .calibrated(&off.cpu_s.iter().map(|&c| Some(c)).collect::<Vec<_>>());
+        let rungs = profiled
+            .rungs()
+            .iter()
+            .zip(&off.plan_bytes)
+            .map(|(r, &b)| Rung {
+                plan_bytes: b,
+                ..r.clone()
+            })
+            .collect();
+        let ladder = Ladder::new(&fr.app, rungs, Some(model.master_bytes()))?;
         offline.push(json!({
             "app": off.app,
             "frames": fr.len(),
             "accuracy": off.accuracy,
             "manifest_accuracy": model.manifest().descendants.iter().map(|d| d.accuracy).collect::<Vec<_>>(),
             "cpu_ms_per_frame_hot": off.cpu_s.iter().map(|c| c * 1e3).collect::<Vec<_>>(),
+            "plan_bytes": off.plan_bytes,
+            "master_bytes": model.master_bytes(),
         }));
         offline_runs.push(off);
         apps.push(App {
