@@ -282,3 +282,25 @@ fn shutdown_finishes_or_drops_the_waiting_frame() {
         }
     }
 }
+
+#[test]
+fn cpu_per_frame_is_the_mean_of_steady_frames() {
+    let (rt, rx) = start(&[&[2.0]], 1000.0, RuntimeOptions::default());
+    rt.set_share(0, 1.0).unwrap();
+    // Nothing served yet; after one frame still nothing (it pays the warm-up).
+    assert_eq!(rt.cpu_per_frame(0), Vec::<Option<f64>>::new());
+    for i in 0..6 {
+        rt.push(0, i);
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let est = rt.cpu_per_frame(0);
+        if i == 0 {
+            assert!(est.iter().all(|e| e.is_none()), "{est:?}");
+        } else {
+            // The spin model burns 2 ms of thread CPU time a frame.
+            let ms = est[0].unwrap() * 1e3;
+            assert!((1.9..3.0).contains(&ms), "{ms} ms");
+        }
+    }
+    assert_eq!(rt.cpu_per_frame(7), Vec::<Option<f64>>::new());
+    rt.shutdown(false);
+}
