@@ -46,11 +46,13 @@ if [ -x models/test.sh ]; then
   models/test.sh
 fi
 
-for smoke in scripts/demo.sh:--smoke; do
-  cmd=${smoke%%:*}
-  if [ -x "$cmd" ]; then
-    step "smoke: $cmd ${smoke#*:}"
-    "$cmd" "${smoke#*:}"
-  fi
-done
+step "smoke: scripts/demo.sh --smoke"
+scripts/demo.sh --smoke
+
+step "smoke: nestdnn bench multitenant --quick"
+cargo build -q --profile test -p nestdnn_node --bin nestdnn
+bench_tmp=$(mktemp -d)
+trap 'rm -rf "$bench_tmp"' EXIT
+target/debug/nestdnn bench multitenant --quick --report "$bench_tmp/multitenant-quick.json"
+target/debug/nestdnn bench table --report "$bench_tmp/multitenant-quick.json" >/dev/null
 step "all tests passed"
