@@ -231,9 +231,15 @@ pub struct NodeConfig {
     pub scheduler: Settings,
     /// `use_sim_time` (passed by `ros2 launch`).
     pub use_sim_time: bool,
+    /// `scheduler.calibration_period_s`: how often the node re-calibrates the planner's
+    /// latencies from the CPU time frames really take (`None`: never; parameter 0).
+    pub calibration_period: Option<Duration>,
     /// The params file, if any.
     pub source: Option<PathBuf>,
 }
+
+/// Default of `scheduler.calibration_period_s` (seconds).
+pub const DEFAULT_CALIBRATION_PERIOD_S: f64 = 10.0;
 
 /// Global parameter names (besides `<task>.*`).
 pub const GLOBAL_KEYS: &[&str] = &[
@@ -252,6 +258,7 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "scheduler.switch_policy",
     "scheduler.idle_timeout_s",
     "scheduler.replan_on_profile_change",
+    "scheduler.calibration_period_s",
 ];
 
 /// Per-task parameter names (`<task>.<name>`).
@@ -535,6 +542,16 @@ impl NodeConfig {
             tasks: out,
             scheduler,
             use_sim_time: r.bool("use_sim_time", false)?,
+            calibration_period: match r.f64(
+                "scheduler.calibration_period_s",
+                DEFAULT_CALIBRATION_PERIOD_S,
+                0.0,
+                3600.0,
+                false,
+            )? {
+                x if x > 0.0 => Some(Duration::from_secs_f64(x)),
+                _ => None,
+            },
             source: p.file().map(Path::to_path_buf),
         })
     }

@@ -638,6 +638,55 @@ fn realtime_replay_runs_the_node_core_at_bag_pace() {
     check_output(&out, &r);
 }
 
+/// The live node re-calibrates its ladders from the CPU time frames really take
+/// (`scheduler.calibration_period_s`): seeded with profiles whose latencies are 8x what the
+/// committed profiles say (a profile measured on a much slower or busier machine), the node
+/// must replace the ladders of the tasks that ran and re-plan (trigger `profile_changed`).
+#[test]
+fn realtime_node_recalibrates_wrong_profiles() {
+    let bag = root().join("test/bags/recording_db3");
+    let cfg = config(&[
+        ("digits_vgg.transport", "compressed"),
+        ("scheduler.calibration_period_s", "1.0"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = nestdnn::profile::ProfileCache::new(dir.path().join("cache"));
+    for t in &cfg.tasks {
+        let model = nestdnn::model::MultiCapacityModel::load(&t.model_dir).unwrap();
+        let file = root().join(format!("test/bags/profiles/{}.json", t.name));
+        let mut p: nestdnn::profile::ModelProfile =
+            serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        p.cpu_model = nestdnn::profile::cpu_model();
+        p.crate_version = env!("CARGO_PKG_VERSION").to_string();
+        for d in &mut p.descendants {
+            d.latency_ms_median *= 8.0;
+            d.latency_ms_p90 *= 8.0;
+        }
+        cache.store(&model, &p).unwrap();
+        assert!(
+            cache.load(&model).is_some(),
+            "{}: seeded profile not used",
+            t.name
+        );
+    }
+    let o = ReplayOptions {
+        pacing: nestdnn::replay::Pacing::Realtime,
+        profiles: ProfileSource::Cache(Some(cache.dir().to_path_buf())),
+        ..ReplayOptions::default()
+    };
+    let r = replay(&bag, &cfg, &o, &mut |_| {}).unwrap();
+    assert_eq!(r.status, Status::Ok, "{:?}", r.errors);
+    for name in ["fashion_resnet", "digits_vgg"] {
+        let at = r
+            .plans
+            .iter()
+            .find(|p| p.trigger == format!("profile_changed:{name}"))
+            .unwrap_or_else(|| panic!("{name}: no re-calibration: {:?}", r.plans));
+        eprintln!("{name}: re-calibrated at {:.2} s", at.time);
+        assert!(at.time > 0.9, "{name}: calibrated before the first period");
+    }
+}
+
 /// Profile files (`--profiles`) must exist and belong to the models: a missing one or one
 /// made for another version of a model is an error naming the task, the file and the fix.
 #[test]

@@ -427,3 +427,29 @@ fn shipped_params_file_is_valid() {
     assert_eq!(c.tasks.len(), 4);
     assert!(c.tasks.iter().all(|t| t.enabled && t.target_fps > 0.0));
 }
+
+#[test]
+fn calibration_period_default_zero_off_and_range() {
+    let root = pkg(&["cam_a", "cam_b"]);
+    let c = load(&root, BASIC).unwrap();
+    assert_eq!(
+        c.calibration_period,
+        Some(Duration::from_secs_f64(DEFAULT_CALIBRATION_PERIOD_S))
+    );
+    let text = "nestdnn_node:\n  ros__parameters:\n    tasks: [a]\n    scheduler.calibration_period_s: 0\n";
+    let root = pkg(&["a"]);
+    assert_eq!(load(&root, text).unwrap().calibration_period, None);
+    let text = text.replace(": 0\n", ": 2.5\n");
+    assert_eq!(
+        load(&root, &text).unwrap().calibration_period,
+        Some(Duration::from_millis(2500))
+    );
+    let e = err(
+        "    tasks: [a]\n    scheduler.calibration_period_s: -1\n",
+        &["a"],
+    );
+    assert!(
+        matches!(&e, ConfigError::Range { key, .. } if key == "scheduler.calibration_period_s"),
+        "{e}"
+    );
+}

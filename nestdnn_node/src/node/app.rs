@@ -120,12 +120,6 @@ pub struct AppOptions {
     pub profile: ProfileOptions,
     /// Period of `/diagnostics`.
     pub diagnostics_period: Duration,
-    /// How often the planner's latencies are re-calibrated from what frames really cost
-    /// (per-descendant thread CPU time, [`Runtime::cpu_per_frame`]); `None` plans on the
-    /// start-up profile only. A task's ladder is replaced (and the node re-plans, trigger
-    /// `profile:<task>`) only when some latency moved by more than
-    /// [`CALIBRATION_THRESHOLD`] relative to the ladder in use.
-    pub calibration_period: Option<Duration>,
 }
 
 /// Relative latency change below which a calibration is not worth a re-plan (hysteresis).
@@ -138,7 +132,6 @@ impl Default for AppOptions {
             profile_cache: ProfileCache::default_dir(),
             profile: ProfileOptions::default(),
             diagnostics_period: Duration::from_secs(1),
-            calibration_period: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -275,6 +268,11 @@ struct Inner {
     last_summary: Mutex<String>,
     /// Every task's ladder from the start-up profile; calibration scales from these.
     profiled: Vec<Arc<Ladder>>,
+    /// How often the planner's latencies are re-calibrated from what frames really cost
+    /// (`scheduler.calibration_period_s`; `None`: the start-up profile only). A task's ladder
+    /// is replaced (and the node re-plans, trigger `profile_changed:<task>`) only when some
+    /// latency moved by more than [`CALIBRATION_THRESHOLD`] relative to the ladder in use.
+    calibration_period: Option<Duration>,
 }
 
 /// The running node core (see the module docs). Dropping it without [`App::shutdown`] stops
@@ -443,6 +441,7 @@ impl App {
         );
         let first = planner.plan().clone();
         let inner = Arc::new(Inner {
+            calibration_period: cfg.calibration_period,
             opts,
             tasks,
             runtime: RwLock::new(Some(runtime)),
@@ -959,7 +958,7 @@ impl Inner {
                     Err(e) => log::error!("task {}: {e}", t.cfg.name),
                 }
             }
-            if let Some(every) = self.opts.calibration_period {
+            if let Some(every) = self.calibration_period {
                 if calibrated_at.elapsed() >= every {
                     calibrated_at = Instant::now();
                     self.calibrate(calibrated_at);
