@@ -685,6 +685,17 @@ fn realtime_node_recalibrates_wrong_profiles() {
         eprintln!("{name}: re-calibrated at {:.2} s", at.time);
         assert!(at.time > 0.9, "{name}: calibrated before the first period");
     }
+    // Calibration plans are made on the control thread while budgets and priorities arrive on
+    // others: the node applies and publishes plans in sequence order only (an older plan
+    // applied after a newer one would leave the runtime on a stale budget).
+    assert!(
+        r.plans.windows(2).all(|w| w[0].seq < w[1].seq),
+        "plans out of order: {:?}",
+        r.plans
+            .iter()
+            .map(|p| (p.seq, &p.trigger))
+            .collect::<Vec<_>>()
+    );
 }
 
 /// Profile files (`--profiles`) must exist and belong to the models: a missing one or one

@@ -266,6 +266,10 @@ struct Inner {
     counters: InputCounters,
     budget_received: AtomicBool,
     last_summary: Mutex<String>,
+    /// Sequence number of the last plan applied. Plans are made under the planner lock but
+    /// applied after it is released, so two threads (e.g. a budget arriving while the control
+    /// thread re-calibrates) may apply in the wrong order; the older plan is then dropped.
+    applied_seq: Mutex<Option<u64>>,
     /// Every task's ladder from the start-up profile; calibration scales from these.
     profiled: Vec<Arc<Ladder>>,
     /// How often the planner's latencies are re-calibrated from what frames really cost
@@ -452,6 +456,7 @@ impl App {
             counters: InputCounters::default(),
             budget_received: AtomicBool::new(false),
             last_summary: Mutex::new(String::new()),
+            applied_seq: Mutex::new(None),
             profiled,
         });
         for (i, t) in inner.tasks.iter().enumerate() {
@@ -876,7 +881,19 @@ impl Inner {
         }
     }
 
+    /// Applies `plan` to the runtime and the tasks' state and publishes it, unless a newer
+    /// plan was applied already (plans are applied in sequence order).
     fn apply(&self, plan: &Plan, solve_ms: f64) {
+        let mut applied = self.applied_seq.lock();
+        if let Some(last) = applied.filter(|&last| plan.seq <= last) {
+            log::debug!(
+                "plan {} ({}) superseded by plan {last}: not applied",
+                plan.seq,
+                plan.trigger
+            );
+            return;
+        }
+        *applied = Some(plan.seq);
         if let Some(Err(e)) = self.with_runtime(|rt| rt.apply(plan)) {
             log::error!("applying plan {}: {e}", plan.seq);
         }
