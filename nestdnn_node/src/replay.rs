@@ -185,6 +185,29 @@ pub fn replay(
     }
 }
 
+/// Bag topic (fully resolved) -> indices of the tasks it feeds.
+type Routes = HashMap<String, Vec<usize>>;
+
+/// The camera routes and the `<camera>/ground_truth` routes of `tasks`.
+fn routes(tasks: &[crate::config::TaskConfig]) -> (Routes, Routes) {
+    let mut images = Routes::new();
+    let mut truth = Routes::new();
+    for (i, t) in tasks.iter().enumerate() {
+        images
+            .entry(resolve(&t.subscribed_topic()))
+            .or_default()
+            .push(i);
+        truth
+            .entry(format!(
+                "{}/ground_truth",
+                resolve(&t.image_topic).trim_end_matches('/')
+            ))
+            .or_default()
+            .push(i);
+    }
+    (images, truth)
+}
+
 /// Fully-qualified topic of a configured (possibly relative) topic name, node at `/`.
 fn resolve(topic: &str) -> String {
     if topic.starts_with('/') {
@@ -530,8 +553,7 @@ impl Deterministic {
         let mut tasks = Vec::new();
         let mut specs = Vec::new();
         let mut latencies = Vec::new();
-        let mut image_routes: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut truth_routes: HashMap<String, Vec<usize>> = HashMap::new();
+        let (image_routes, truth_routes) = routes(&cfg.tasks);
         for (i, t) in cfg.tasks.iter().enumerate() {
             let l = load_task(t, &opts.profiles)?;
             report.profiles.insert(t.name.clone(), l.origin.clone());
@@ -555,17 +577,6 @@ impl Deterministic {
                 enabled: t.enabled,
                 ladder: Arc::new(l.ladder),
             });
-            image_routes
-                .entry(resolve(&t.subscribed_topic()))
-                .or_default()
-                .push(i);
-            truth_routes
-                .entry(format!(
-                    "{}/ground_truth",
-                    resolve(&t.image_topic).trim_end_matches('/')
-                ))
-                .or_default()
-                .push(i);
             let m = l.model.manifest();
             let tally = Tally {
                 report: TaskReport {

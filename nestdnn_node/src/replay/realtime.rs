@@ -11,7 +11,6 @@
 //! paused frames are replaced frames too). Latencies for planning come from this machine's
 //! profile cache ([`super::ProfileSource::Cache`]); profile files cannot drive the live node.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -146,21 +145,7 @@ pub(super) fn run(
         Some(p) => Some(Output::create(p, &cfg.tasks)?),
         None => None,
     };
-    let mut image_routes: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut truth_routes: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, t) in cfg.tasks.iter().enumerate() {
-        image_routes
-            .entry(resolve(&t.subscribed_topic()))
-            .or_default()
-            .push(i);
-        truth_routes
-            .entry(format!(
-                "{}/ground_truth",
-                resolve(&t.image_topic).trim_end_matches('/')
-            ))
-            .or_default()
-            .push(i);
-    }
+    let (image_routes, truth_routes) = super::routes(&cfg.tasks);
     let period = if opts.progress_period_s.is_finite() && opts.progress_period_s > 0.0 {
         opts.progress_period_s
     } else {

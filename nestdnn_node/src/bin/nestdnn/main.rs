@@ -82,6 +82,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The node configuration from a params file, the section of `node` (`/ns/name` or a base
+/// name) and `-p KEY:=VALUE` overrides, as the node itself would read it.
+pub(crate) fn node_config(
+    params: &std::path::Path,
+    node: &str,
+    overrides: &[String],
+) -> anyhow::Result<nestdnn::config::NodeConfig> {
+    let node = nestdnn::config::NodeName::parse(node);
+    let mut p = nestdnn::config::Params::from_file(params, &node)?;
+    for o in overrides {
+        let Some((k, v)) = o.split_once(":=") else {
+            anyhow::bail!("-p {o:?}: expected KEY:=VALUE");
+        };
+        p.set_from_str(k, v)?;
+    }
+    Ok(nestdnn::config::NodeConfig::from_params(&p)?)
+}
+
 /// Writes `text` to stdout; a closed pipe (`nestdnn ... | head`) is not an error.
 pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     use std::io::Write;

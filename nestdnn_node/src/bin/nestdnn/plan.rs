@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use nestdnn::config::{NodeConfig, NodeName, Params};
 use nestdnn::model::{ModelSlot, MultiCapacityModel};
 use nestdnn::profile::{load_or_profile, ProfileCache, ProfileOptions};
 use nestdnn::runtime::{drive, DrivenRate, Runtime, RuntimeOptions, TaskSetup};
@@ -72,15 +71,7 @@ fn non_negative(name: &str, v: f64) -> anyhow::Result<f64> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let node = NodeName::parse(&args.node);
-    let mut params = Params::from_file(&args.params, &node)?;
-    for o in &args.overrides {
-        let Some((k, v)) = o.split_once(":=") else {
-            bail!("-p {o:?}: expected KEY:=VALUE");
-        };
-        params.set_from_str(k, v)?;
-    }
-    let mut cfg = NodeConfig::from_params(&params)?;
+    let mut cfg = crate::node_config(&args.params, &args.node, &args.overrides)?;
     if let Some(o) = &args.objective {
         cfg.scheduler.objective = o.parse::<Objective>()?;
     }

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use nestdnn::config::{NodeConfig, NodeName, Params};
 use nestdnn::replay::{self, Pacing, ProfileSource, Progress, ReplayOptions, Status};
 
 /// Arguments of `nestdnn replay`.
@@ -58,15 +57,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let node = NodeName::parse(&args.node);
-    let mut params = Params::from_file(&args.params, &node)?;
-    for o in &args.overrides {
-        let Some((k, v)) = o.split_once(":=") else {
-            bail!("-p {o:?}: expected KEY:=VALUE");
-        };
-        params.set_from_str(k, v)?;
-    }
-    let cfg = NodeConfig::from_params(&params)?;
+    let cfg = crate::node_config(&args.params, &args.node, &args.overrides)?;
     if !(args.every.is_finite() && args.every >= 0.0) {
         bail!(
             "--every must be a number of seconds >= 0, got {}",
