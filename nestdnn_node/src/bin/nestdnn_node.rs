@@ -54,6 +54,12 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let names = args.name_context(NODE)?;
     let cfg = load_config(&args, &names)?;
+    if cfg.use_sim_time {
+        log::warn!(
+            "use_sim_time is true, but nestdnn_node runs on the wall clock (no /clock \
+             subscription): frame rates, dwell times and idle timeouts are real time"
+        );
+    }
     let opts = AppOptions {
         node_name: names.fully_qualified_node(),
         ..AppOptions::default()
