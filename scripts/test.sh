@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust: installs what the tests need
 # (Debian packages, the Python environment), then runs every test:
-#   1. Rust: format, clippy (default features, and the r2r adapter type-checked without ROS),
+#   1. Rust: format, clippy (default features, and the r2r adapter type-checked without ROS), docs,
 #      unit and integration tests (real models, bags, messages checked against rosidl);
 #   2. DDS integration tests against Cyclone DDS, inside a private loopback-only network
 #      namespace (needs root for `unshare -n`);
@@ -31,6 +31,8 @@ step "Rust: fmt"
 cargo fmt --all -- --check
 step "Rust: clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "Rust: docs (broken intra-doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --workspace
 if [ "${NESTDNN_SKIP_R2R:-0}" != 1 ]; then
   step "Rust: clippy of the r2r transport (type-checked without ROS: r2r/doc-only)"
   cargo clippy -p nestdnn_node --lib --bins --features r2r,r2r/doc-only -- -D warnings

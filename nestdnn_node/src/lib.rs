@@ -20,7 +20,7 @@
 //! - [`monitor`]: machine resource readings (/proc, cgroup v2, battery) and the budget they imply.
 //! - [`node`]: node wiring shared by the transports (shutdown on signals, stamps, logging).
 //! - [`transport`]: ROS middleware adapters: pure-Rust DDS (feature `dds`), r2r (feature `r2r`).
-//! - [`bench`]: the multi-tenant benchmark (NestDNN against the status quo): workload,
+//! - [`bench`](mod@bench): the multi-tenant benchmark (NestDNN against the status quo): workload,
 //!   harness, curves and gains, report.
 //! - [`rosargs`]: the ROS 2 command line (`--ros-args`), name resolution, remaps, domain id.
 

@@ -11,7 +11,7 @@
 //! Parameters (params file section `resource_monitor:` or `-p name:=value`):
 //! `period_s` (1.0), `sample_period_s` (0.5), `headroom.cpu_cores` (0.25),
 //! `headroom.memory_mb` (256), `change.cpu_cores` (0.25), `change.memory_fraction` (0.1),
-//! `change.battery` (0.05), `consumers` ([nestdnn_node]), `trace` (""), `trace_loop` (false),
+//! `change.battery` (0.05), `consumers` (`[nestdnn_node]`), `trace` (""), `trace_loop` (false),
 //! `topic` (nestdnn/resource_budget).
 
 use std::path::PathBuf;
