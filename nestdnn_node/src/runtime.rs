@@ -52,7 +52,7 @@ pub use engine::{spin_cpu, thread_cpu_time, InferenceModel, Served, SpinError, S
 use crate::scheduler::{Plan, TaskStatus};
 
 /// Frames over which [`Runtime::cpu_per_frame`] averages a descendant's CPU time (a running
-/// mean until then, a moving mean after).
+/// mean until then, then an exponential mean with weight 1/`CPU_HORIZON_FRAMES` per frame).
 pub const CPU_HORIZON_FRAMES: u64 = 128;
 
 /// Errors of starting and steering the runtime.
@@ -249,7 +249,7 @@ struct Stats {
     switches: u64,
     descendant: Option<usize>,
     cpu: Duration,
-    /// Per descendant: (running mean of thread CPU ms per frame, frames in it).
+    /// Per descendant: (mean thread CPU ms per steady frame, frames counted).
     cpu_by_descendant: Vec<Option<(f64, u64)>>,
     samples: VecDeque<(f64, f64, f64)>,
 }
@@ -545,8 +545,8 @@ impl<M: InferenceModel> Runtime<M> {
     }
 
     /// Per descendant (index) of task `task`, the thread CPU time one frame takes here,
-    /// seconds: the mean over the frames it served (a moving mean over the last
-    /// ~[`CPU_HORIZON_FRAMES`] once it has served more; the first frame after each switch to
+    /// seconds: the mean over the frames it served (an exponential mean over roughly the last
+    /// [`CPU_HORIZON_FRAMES`] once it has served more; the first frame after each switch to
     /// it, which pays one-off warm-up, is left out), `None` where the descendant never served
     /// a steady frame. Feed it to [`crate::scheduler::Ladder::calibrated`] (and the
     /// planner's profile trigger) so plans use what frames really cost on this machine.
@@ -799,9 +799,8 @@ fn worker<M: InferenceModel>(
                         let e = &mut s.cpu_by_descendant[d];
                         let (mean, n) = e.unwrap_or((0.0, 0));
                         let n = n.saturating_add(1);
-                        // Running mean, then a moving mean over ~CPU_HORIZON_FRAMES frames:
-                        // one frame hit by an interrupt must not move the estimate much
-                        // (a 0.1-weight EWMA did: +25% on a 0.2 ms model).
+                        // Running mean, then an exponential mean over ~CPU_HORIZON_FRAMES
+                        // frames: one frame hit by an interrupt must not move it much.
                         let w = 1.0 / (n.min(CPU_HORIZON_FRAMES) as f64);
                         *e = Some((mean + w * (ms - mean), n));
                     }
