@@ -4,9 +4,10 @@
 #   1. Rust: format, clippy (default features, and the r2r adapter type-checked without ROS), docs,
 #      unit and integration tests (real models, bags, messages checked against rosidl);
 #   2. DDS integration tests against Cyclone DDS, inside a private loopback-only network
-#      namespace (needs root for `unshare -n`);
+#      namespace (needs root for `unshare -n`), and a 1-minute soak run (scripts/soak.sh);
 #   3. the offline stage (models/): committed artifacts and a tiny pipeline run end to end;
-#   4. smoke runs of the main job (bag replay) and of the multi-tenant benchmark.
+#   4. smoke runs of the main job (bag replay) and of the multi-tenant benchmark;
+#   5. a short fuzzing pass over the parsers of outside data (scripts/fuzz.sh).
 # Set NESTDNN_SKIP_R2R=1 to skip the r2r type-check (slow on a cold cache).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +43,11 @@ cargo test --workspace
 
 step "DDS integration tests (private network namespace)"
 test/dds/run_tests.sh
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+step "soak: 1 minute (node and monitor restarts, budget / priority changes; private network namespace)"
+NESTDNN_BIN_DIR=target/debug scripts/soak.sh --minutes 1 --report "$tmp/soak.json"
 
 if [ -x models/test.sh ]; then
   step "models pipeline tests"
@@ -53,8 +59,8 @@ scripts/demo.sh --smoke
 
 step "smoke: nestdnn bench multitenant --quick"
 cargo build -q --profile test -p nestdnn_node --bin nestdnn
-bench_tmp=$(mktemp -d)
-trap 'rm -rf "$bench_tmp"' EXIT
-target/debug/nestdnn bench multitenant --quick --report "$bench_tmp/multitenant-quick.json"
-target/debug/nestdnn bench table --report "$bench_tmp/multitenant-quick.json" >/dev/null
+target/debug/nestdnn bench multitenant --quick --report "$tmp/multitenant-quick.json"
+target/debug/nestdnn bench table --report "$tmp/multitenant-quick.json" >/dev/null
+step "fuzzing: scripts/fuzz.sh --seconds 15 (AFL++, 7 targets)"
+scripts/fuzz.sh --seconds 15
 step "all tests passed"
