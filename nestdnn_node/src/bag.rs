@@ -333,12 +333,18 @@ pub struct ReadStats {
 struct Probe {
     topics: Vec<TopicInfo>,
     message_count: Option<u64>,
+    /// False for an MCAP file written without CRCs.
+    crc_checked: bool,
+    /// A CRC mismatch found on opening (MCAP data section).
+    damaged: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 struct StorageFile {
     path: Arc<Path>,
     kind: StorageKind,
+    crc_checked: bool,
+    damaged: Option<String>,
 }
 
 /// An opened bag.
@@ -443,6 +449,8 @@ impl BagReader {
             storage.push(StorageFile {
                 path: Arc::from(f.as_path()),
                 kind,
+                crc_checked: probe.crc_checked,
+                damaged: probe.damaged,
             });
         }
         // Metadata carries QoS and counts written at the end of recording; storage files carry
@@ -466,6 +474,26 @@ impl BagReader {
             topics: topics.into_iter().map(Arc::new).collect(),
             message_count: count,
         })
+    }
+
+    /// MCAP storage files written without CRCs (as some writers do): damage inside them cannot
+    /// be detected, so readers should say so. Files with CRCs have every chunk checked.
+    pub fn unchecked_files(&self) -> Vec<&Path> {
+        self.files
+            .iter()
+            .filter(|f| !f.crc_checked)
+            .map(|f| &*f.path)
+            .collect()
+    }
+
+    /// CRC mismatches found when the bag was opened (an MCAP file's data section), one line
+    /// per damaged file; chunks are checked again as they are read, so messages that read
+    /// are intact.
+    pub fn damage(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .filter_map(|f| f.damaged.as_deref())
+            .collect()
     }
 
     /// The path given to [`Self::open`].

@@ -259,6 +259,8 @@ pub const GLOBAL_KEYS: &[&str] = &[
     "scheduler.idle_timeout_s",
     "scheduler.replan_on_profile_change",
     "scheduler.calibration_period_s",
+    "scheduler.budget_timeout_s",
+    "scheduler.stale_budget_cores",
 ];
 
 /// Per-task parameter names (`<task>.<name>`).
@@ -646,6 +648,23 @@ impl NodeConfig {
                 )?,
                 (memory_mb * 1048576.0).round() as u64,
             ),
+            budget_timeout: match r.f64(
+                "scheduler.budget_timeout_s",
+                d.budget_timeout.map_or(0.0, |t| t.as_secs_f64()),
+                0.0,
+                3600.0,
+                false,
+            )? {
+                x if x > 0.0 => Some(Duration::from_secs_f64(x)),
+                _ => None,
+            },
+            stale_budget_cores: r.f64(
+                "scheduler.stale_budget_cores",
+                d.stale_budget_cores,
+                0.0,
+                1024.0,
+                false,
+            )?,
         };
         s.validate().map_err(ConfigError::from_scheduler)?;
         Ok(s)

@@ -9,6 +9,7 @@
 //! - [`profile`]: on-device profiler (latency, build time, memory), cached on disk.
 //! - [`preprocess`]: ROS image data (raw and compressed) to model input tensors.
 //! - [`config`]: node configuration from a ROS 2 parameters file, validated.
+//! - [`fsio`]: output files: never onto an input, checked before work, written atomically.
 //! - [`scheduler`]: cost model and solvers that pick a descendant and a compute share per task.
 //! - [`runtime`]: the multi-tenant task runtime: mailboxes, workers, share arbiter, counters.
 //! - [`sim`]: the runtime's rules in virtual time: a deterministic executor of plans over frame
@@ -27,6 +28,7 @@
 pub mod bag;
 pub mod bench;
 pub mod config;
+pub mod fsio;
 pub mod model;
 pub mod monitor;
 pub mod msgs;

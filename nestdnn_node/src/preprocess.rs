@@ -174,6 +174,26 @@ pub enum PreprocessError {
     },
 }
 
+impl PreprocessError {
+    /// A short name of the error's kind (one per variant: `unknown_encoding`, `zero_size`,
+    /// `too_large`, `step_too_small`, `data_too_short`, `roi_outside`, `unknown_format`,
+    /// `decode`, `output_length`, `invalid_spec`), e.g. to throttle logs per kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PreprocessError::UnknownEncoding { .. } => "unknown_encoding",
+            PreprocessError::ZeroSize { .. } => "zero_size",
+            PreprocessError::TooLarge { .. } => "too_large",
+            PreprocessError::StepTooSmall { .. } => "step_too_small",
+            PreprocessError::DataTooShort { .. } => "data_too_short",
+            PreprocessError::RoiOutside { .. } => "roi_outside",
+            PreprocessError::UnknownFormat { .. } => "unknown_format",
+            PreprocessError::Decode { .. } => "decode",
+            PreprocessError::OutputLength { .. } => "output_length",
+            PreprocessError::InvalidSpec { .. } => "invalid_spec",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Order {
     Gray,
@@ -300,6 +320,32 @@ impl Preprocessor {
     /// The region of interest, if any.
     pub fn roi(&self) -> Option<Roi> {
         self.roi
+    }
+
+    /// True if the region of interest reaches past an image of `width x height` (it is then
+    /// clipped, and the model sees less than the configured region: usually a wrong ROI or
+    /// camera resolution). False without a ROI, or when it starts outside the image (that is
+    /// an error of its own).
+    pub fn roi_clipped(&self, width: u32, height: u32) -> bool {
+        self.roi.is_some_and(|r| {
+            r.x < width
+                && r.y < height
+                && ((r.width != 0 && u64::from(r.x) + u64::from(r.width) > u64::from(width))
+                    || (r.height != 0 && u64::from(r.y) + u64::from(r.height) > u64::from(height)))
+        })
+    }
+
+    /// [`Preprocessor::roi_clipped`] for a compressed frame, from its header only (false if
+    /// the header cannot be read: decoding reports that).
+    pub fn roi_clipped_compressed(&self, img: &CompressedImage<'_>) -> bool {
+        if self.roi.is_none() {
+            return false;
+        }
+        image::ImageReader::new(Cursor::new(img.data))
+            .with_guessed_format()
+            .ok()
+            .and_then(|r| r.into_dimensions().ok())
+            .is_some_and(|(w, h)| self.roi_clipped(w, h))
     }
 
     /// Clipped region `(x, y, w, h)` of an image of `width x height`.

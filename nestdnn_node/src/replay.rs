@@ -36,7 +36,7 @@ mod realtime;
 mod report;
 pub mod svg;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +49,8 @@ use crate::bag::{BagError, BagMessage, BagReader, DecodedMessage, McapWriter, Qo
 use crate::config::{NodeConfig, TaskConfig, Transport};
 use crate::model::{DescendantPlan, ModelError, MultiCapacityModel, PlanState};
 use crate::msgs::{
-    Classification, Header, InferenceResult, ObjectHypothesis, Plan as PlanMsg, Time,
+    Classification, CompressedImage as CompressedImageMsg, Header, Image as ImageMsg,
+    InferenceResult, ObjectHypothesis, Plan as PlanMsg, RosMessage, Time,
 };
 use crate::node::app::{plan_message, top1};
 use crate::preprocess::{self, Preprocessor};
@@ -291,6 +292,11 @@ struct Tally {
     first_frame: Option<f64>,
     last_frame: f64,
     last_served: Option<usize>,
+    /// Header stamps of the task's frames (to tell ground truth of a dropped frame from
+    /// ground truth that matches no frame).
+    stamps: HashSet<i64>,
+    /// A ground-truth class id that is not a label of the model.
+    unknown_example: Option<String>,
 }
 
 impl Tally {
@@ -307,6 +313,81 @@ impl Tally {
                 self.truth.insert(stamp, class);
             }
         }
+    }
+
+    /// Ground truth for the frame stamped `stamp`; not scored (counted) when `class` is not
+    /// one of the model's `labels`.
+    fn on_truth_checked(
+        &mut self,
+        stamp: i64,
+        class: String,
+        labels: &[String],
+        accuracies: &[f64],
+    ) {
+        self.report.ground_truth_messages += 1;
+        if !labels.contains(&class) {
+            self.report.ground_truth_unknown_label += 1;
+            self.unknown_example.get_or_insert(class);
+            return;
+        }
+        self.on_truth(stamp, class, accuracies);
+    }
+
+    /// A frame of this task stamped `stamp` arrived at bag time `t`.
+    fn frame_arrived(&mut self, t: f64, stamp: i64) {
+        self.frame_seen(t);
+        self.stamps.insert(stamp);
+    }
+
+    /// Warnings and errors about the ground truth, after the bag: labels the model does not
+    /// have and stamps that match no frame (all of them: the accuracy would be meaningless).
+    fn audit(&mut self, task: &str, labels: &[String], warnings: &mut Vec<String>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let unmatched = self
+            .truth
+            .keys()
+            .filter(|s| !self.stamps.contains(s))
+            .count() as u64;
+        let r = &mut self.report;
+        r.ground_truth_unmatched = unmatched;
+        let n = r.ground_truth_messages;
+        if r.ground_truth_unknown_label > 0 {
+            let shown: Vec<&str> = labels.iter().take(12).map(String::as_str).collect();
+            let text = format!(
+                "task {task}: {} of {n} ground-truth class ids are not labels of the model (e.g. {:?}; its labels: {}{}); they were not scored",
+                r.ground_truth_unknown_label,
+                self.unknown_example.as_deref().unwrap_or(""),
+                shown.join(", "),
+                if labels.len() > shown.len() { ", ..." } else { "" }
+            );
+            if r.ground_truth_unknown_label == n {
+                errors.push(format!(
+                    "{text}: ground truth must carry the model's label names (manifest `labels`)"
+                ));
+            } else {
+                warnings.push(text);
+            }
+        }
+        let known = n - r.ground_truth_unknown_label;
+        if unmatched > 0 {
+            let text = format!(
+                "task {task}: {unmatched} of {known} ground-truth messages match no frame's header stamp; they were not scored"
+            );
+            if unmatched == known && r.frames > 0 {
+                errors.push(format!(
+                    "{text}: ground truth must carry the stamp of the frame it labels"
+                ));
+            } else {
+                warnings.push(text);
+            }
+        }
+        if r.roi_clipped > 0 {
+            warnings.push(format!(
+                "task {task}: the region of interest reached past the image in {} of {} frames and was clipped (check `{task}.roi` against the camera resolution)",
+                r.roi_clipped, r.frames
+            ));
+        }
+        errors
     }
 
     fn on_prediction(&mut self, stamp: i64, class: &str, d: usize, accuracies: &[f64]) {
@@ -397,9 +478,12 @@ fn stamp_ns(h: &Header) -> i64 {
     h.stamp.as_nanos()
 }
 
-/// The output bag.
+/// The output bag. A write that fails (disk full, folder gone) stops the output, not the
+/// replay: the error is kept for [`Report::output_errors`], the partial file is removed and
+/// the replay goes on to its summary and report.
 struct Output {
-    writer: McapWriter,
+    writer: Option<McapWriter>,
+    error: Option<String>,
 }
 
 impl Output {
@@ -420,33 +504,51 @@ impl Output {
         writer
             .add_topic::<PlanMsg>(PLAN_TOPIC, &[QosProfile::LATCHED])
             .map_err(ReplayError::Output)?;
-        Ok(Output { writer })
+        Ok(Output {
+            writer: Some(writer),
+            error: None,
+        })
     }
 
-    fn result(
-        &mut self,
-        task: &str,
-        time_ns: u64,
-        c: &Classification,
-        r: &InferenceResult,
-    ) -> Result<(), ReplayError> {
-        self.writer
+    fn check(&mut self, r: Result<(), BagError>) {
+        if let Err(e) = r {
+            self.error = Some(e.to_string());
+            // Dropping the unfinished writer removes its temporary file.
+            self.writer = None;
+        }
+    }
+
+    fn result(&mut self, task: &str, time_ns: u64, c: &Classification, r: &InferenceResult) {
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        let res = w
             .write(&format!("/nestdnn/{task}/result"), time_ns, r)
-            .and_then(|()| {
-                self.writer
-                    .write(&format!("/nestdnn/{task}/classification"), time_ns, c)
-            })
-            .map_err(ReplayError::Output)
+            .and_then(|()| w.write(&format!("/nestdnn/{task}/classification"), time_ns, c));
+        self.check(res);
     }
 
-    fn plan(&mut self, time_ns: u64, p: &PlanMsg) -> Result<(), ReplayError> {
-        self.writer
-            .write(PLAN_TOPIC, time_ns, p)
-            .map_err(ReplayError::Output)
+    fn plan(&mut self, time_ns: u64, p: &PlanMsg) {
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        let res = w.write(PLAN_TOPIC, time_ns, p);
+        self.check(res);
     }
 
-    fn finish(self) -> Result<PathBuf, ReplayError> {
-        self.writer.finish().map_err(ReplayError::Output)
+    /// Finishes the file; the error that stopped it, if any (nothing is left at the path
+    /// then).
+    fn finish(mut self, report: &mut Report) {
+        if let Some(w) = self.writer.take() {
+            if let Err(e) = w.finish() {
+                self.error = Some(e.to_string());
+            }
+        }
+        if let Some(e) = self.error {
+            report
+                .output_errors
+                .push(format!("output bag not written: {e}"));
+        }
     }
 }
 
@@ -472,6 +574,84 @@ fn record_bag_error(report: &mut Report, e: &BagError, listed: &mut usize) {
     }
 }
 
+/// The pre-processor of task `t` (its model's input, its ROI).
+fn preprocessor(t: &TaskConfig, model: &MultiCapacityModel) -> Result<Preprocessor, ReplayError> {
+    let roi = t.roi.map(|r| preprocess::Roi {
+        x: r.x,
+        y: r.y,
+        width: r.width,
+        height: r.height,
+    });
+    Preprocessor::new(&model.manifest().input, roi).map_err(|source| ReplayError::Input {
+        task: t.name.clone(),
+        source,
+    })
+}
+
+/// Marks the report unusable with `errors` (none: unchanged).
+fn fail_with(report: &mut Report, errors: Vec<String>) {
+    if !errors.is_empty() {
+        report.status = Status::Unusable;
+        report.errors.extend(errors);
+    }
+}
+
+/// Checks the bag's topics against the tasks before replaying: a subscribed topic recorded
+/// with another message type is an error (the task would get no frame: returns false, report
+/// unusable); a subscribed topic the bag lacks, a ground-truth topic of another type and a
+/// storage file without CRCs (damage inside it cannot be detected) are warnings.
+fn check_bag(reader: &BagReader, tasks: &[TaskConfig], report: &mut Report) -> bool {
+    let mut errors = Vec::new();
+    for t in tasks {
+        let topic = resolve(&t.subscribed_topic());
+        let want = match t.transport {
+            Transport::Raw => ImageMsg::TYPE_NAME,
+            Transport::Compressed => CompressedImageMsg::TYPE_NAME,
+        };
+        match reader.topics().iter().find(|i| i.name == topic) {
+            Some(i) if i.type_name != want => errors.push(format!(
+                "task {}: the bag records {topic} as {}, but the task subscribes to it as {want} (transport {:?}): fix `{}.transport` or `{}.image_topic`",
+                t.name,
+                i.type_name,
+                t.transport,
+                t.name,
+                t.name
+            )),
+            Some(_) => {}
+            None => report.warnings.push(format!(
+                "task {}: the bag has no topic {topic} (the task gets no frame)",
+                t.name
+            )),
+        }
+        let truth = format!(
+            "{}/ground_truth",
+            resolve(&t.image_topic).trim_end_matches('/')
+        );
+        if let Some(i) = reader.topics().iter().find(|i| i.name == truth) {
+            if i.type_name != Classification::TYPE_NAME {
+                report.warnings.push(format!(
+                    "task {}: ground truth {truth} is recorded as {}, not {}; not used",
+                    t.name,
+                    i.type_name,
+                    Classification::TYPE_NAME
+                ));
+            }
+        }
+    }
+    for d in reader.damage() {
+        report.warnings.push(d.to_string());
+    }
+    for f in reader.unchecked_files() {
+        report.warnings.push(format!(
+            "{} carries no CRCs (its writer did not compute them): damage inside it cannot be detected",
+            f.display()
+        ));
+    }
+    let ok = errors.is_empty();
+    fail_with(report, errors);
+    ok
+}
+
 fn empty_report(bag: &Path, cfg: &NodeConfig, pacing: &str) -> Report {
     Report {
         bag: bag.display().to_string(),
@@ -482,6 +662,7 @@ fn empty_report(bag: &Path, cfg: &NodeConfig, pacing: &str) -> Report {
         status: Status::Ok,
         errors: Vec::new(),
         warnings: Vec::new(),
+        output_errors: Vec::new(),
         read: ReadSummary::default(),
         start_time_ns: 0,
         duration_s: 0.0,
@@ -557,18 +738,7 @@ impl Deterministic {
         for (i, t) in cfg.tasks.iter().enumerate() {
             let l = load_task(t, &opts.profiles)?;
             report.profiles.insert(t.name.clone(), l.origin.clone());
-            let roi = t.roi.map(|r| preprocess::Roi {
-                x: r.x,
-                y: r.y,
-                width: r.width,
-                height: r.height,
-            });
-            let pre = Preprocessor::new(&l.model.manifest().input, roi).map_err(|source| {
-                ReplayError::Input {
-                    task: t.name.clone(),
-                    source,
-                }
-            })?;
+            let pre = preprocessor(t, &l.model)?;
             latencies.push(l.ladder.rungs().iter().map(|r| r.latency_s).collect());
             specs.push(TaskSpec {
                 name: t.name.clone(),
@@ -663,6 +833,10 @@ impl Deterministic {
             .iter()
             .map(|(p, _)| p.display().to_string())
             .collect();
+        let cfg_tasks: Vec<TaskConfig> = self.tasks.iter().map(|k| k.cfg.clone()).collect();
+        if !check_bag(&reader, &cfg_tasks, &mut self.report) {
+            return self.finish(wall);
+        }
         let mut it = match reader.decoded() {
             Ok(it) => it,
             Err(e) => return self.fail(e, wall),
@@ -710,6 +884,10 @@ impl Deterministic {
 
     fn finish(mut self, wall: Instant) -> Result<Report, ReplayError> {
         for t in &mut self.tasks {
+            let errors = t
+                .tally
+                .audit(&t.cfg.name, &t.labels, &mut self.report.warnings);
+            fail_with(&mut self.report, errors);
             t.tally.finish();
             self.report
                 .tasks
@@ -717,7 +895,7 @@ impl Deterministic {
         }
         self.report.start_time_ns = self.t0_ns.unwrap_or(0);
         if let Some(out) = self.out.take() {
-            out.finish()?;
+            out.finish(&mut self.report);
         }
         self.report.wall_s = wall.elapsed().as_secs_f64();
         Ok(self.report)
@@ -741,8 +919,13 @@ impl Deterministic {
                 .filter(|(_, k)| k.active)
                 .map(|(i, k)| (k.tally.last_frame + self.idle_timeout, i))
                 .min_by(|a, b| a.0.total_cmp(&b.0));
+            let stale_at = self.planner.budget_deadline();
+            let stale = stale_at.map(|r| r.saturating_duration_since(self.base).as_secs_f64());
             let mut next = self.next_tick;
             if let Some(r) = review {
+                next = next.min(r);
+            }
+            if let Some(r) = stale {
                 next = next.min(r);
             }
             if let Some((x, _)) = idle {
@@ -758,6 +941,17 @@ impl Deterministic {
             if review.is_some_and(|r| r <= next) {
                 let at = self.instant(next);
                 if let Some(p) = self.planner.review(at) {
+                    self.apply(&p, next)?;
+                }
+            } else if let Some(deadline) = stale_at.filter(|_| stale.is_some_and(|r| r <= next)) {
+                // At the deadline at the earliest (seconds round-trip through f64).
+                let at = self.instant(next).max(deadline);
+                if let Some(p) = self.planner.check_budget(at) {
+                    self.report.warnings.push(format!(
+                        "no budget for {:.1} s at {next:.3} s: planned for the stale budget ({:.2} cores)",
+                        self.planner.budget_age(at).as_secs_f64(),
+                        p.budget.cpu_cores
+                    ));
                     self.apply(&p, next)?;
                 }
             } else if let Some((_, i)) = idle.filter(|(x, _)| *x <= next) {
@@ -815,7 +1009,7 @@ impl Deterministic {
                 frame_id: String::new(),
             };
             let msg = plan_message(p, &self.counts, 0.0, header);
-            out.plan(ns, &msg)?;
+            out.plan(ns, &msg);
         }
         let assignments: Vec<Assignment> = p
             .tasks
@@ -848,14 +1042,18 @@ impl Deterministic {
                         continue;
                     }
                     let started = Instant::now();
-                    let r = self.tasks[i].pre.raw_to_vec(&preprocess::RawImage {
+                    let raw = preprocess::RawImage {
                         width: img.width,
                         height: img.height,
                         encoding: &img.encoding,
                         is_bigendian: img.is_bigendian != 0,
                         step: img.step,
                         data: &img.data,
-                    });
+                    };
+                    let r = self.tasks[i].pre.raw_to_vec(&raw);
+                    if r.is_ok() && self.tasks[i].pre.roi_clipped(img.width, img.height) {
+                        self.tasks[i].tally.report.roi_clipped += 1;
+                    }
                     let pre_s = started.elapsed().as_secs_f64();
                     self.frame(i, t, &img.header, r, pre_s)?;
                 }
@@ -869,13 +1067,15 @@ impl Deterministic {
                         continue;
                     }
                     let started = Instant::now();
-                    let r = self.tasks[i]
-                        .pre
-                        .compressed_to_vec(&preprocess::CompressedImage {
-                            format: &img.format,
-                            data: &img.data,
-                        });
+                    let c = preprocess::CompressedImage {
+                        format: &img.format,
+                        data: &img.data,
+                    };
+                    let r = self.tasks[i].pre.compressed_to_vec(&c);
                     let pre_s = started.elapsed().as_secs_f64();
+                    if r.is_ok() && self.tasks[i].pre.roi_clipped_compressed(&c) {
+                        self.tasks[i].tally.report.roi_clipped += 1;
+                    }
                     self.frame(i, t, &img.header, r, pre_s)?;
                 }
             }
@@ -891,17 +1091,16 @@ impl Deterministic {
                 };
                 for i in route {
                     let k = &mut self.tasks[i];
-                    k.tally
-                        .on_truth(stamp_ns(&c.header), first.class_id.clone(), &k.accuracies);
+                    k.tally.on_truth_checked(
+                        stamp_ns(&c.header),
+                        first.class_id.clone(),
+                        &k.labels,
+                        &k.accuracies,
+                    );
                 }
             }
             BagMessage::ResourceBudget(b) if topic == BUDGET_TOPIC => {
-                let budget = Budget {
-                    cpu_cores: f64::from(b.cpu_cores_available),
-                    memory_bytes: b.memory_available_bytes,
-                    cpu_load: f64::from(b.cpu_load),
-                    battery: f64::from(b.battery_percentage),
-                };
+                let budget = Budget::from_message(&b);
                 let at = self.instant(t);
                 match self.planner.update_budget(&budget, at) {
                     Ok(Some(p)) => self.apply(&p, t)?,
@@ -965,7 +1164,7 @@ impl Deterministic {
         pre_s: f64,
     ) -> Result<(), ReplayError> {
         let name = self.tasks[i].cfg.name.clone();
-        self.tasks[i].tally.frame_seen(t);
+        self.tasks[i].tally.frame_arrived(t, stamp_ns(header));
         let enabled = self.planner.task(&name).is_some_and(|s| s.enabled);
         if !enabled {
             self.tasks[i].tally.report.ignored_disabled += 1;
@@ -1095,7 +1294,7 @@ impl Deterministic {
                 frames_dropped: k.tally.report.bad_frames,
             };
             let ns = t0_ns + (end.max(0.0) * 1e9).round() as u64;
-            out.result(&k.cfg.name, ns, &c, &r)?;
+            out.result(&k.cfg.name, ns, &c, &r);
         }
         Ok(())
     }

@@ -46,5 +46,6 @@ pub use plan::{BudgetSource, Plan, StopReason, TaskPlan, TaskStatus, Trigger};
 pub use planner::{plan_all, Planner};
 pub use solve::SolverKind;
 pub use types::{
-    Budget, Objective, PriorityUpdate, SchedulerError, Settings, SolverChoice, EXACT_LIMIT,
+    f32_decimal, Budget, Objective, PriorityUpdate, SchedulerError, Settings, SolverChoice,
+    DEFAULT_BUDGET_TIMEOUT, EXACT_LIMIT,
 };

@@ -506,3 +506,106 @@ fn calibration_replaces_observed_latencies_and_scales_the_rest() {
     assert_eq!(&l.calibrated(&[Some(f64::NAN), Some(-1.0), Some(0.0)]), &*l);
     assert_eq!(&l.calibrated(&[]), &*l);
 }
+
+/// Issue 12: a dead resource monitor is noticed. After `budget_timeout` without a budget the
+/// planner re-plans for the safe budget (trigger `budget_stale`); the next budget ends it; a
+/// repeated identical budget makes no plan; the default budget never goes stale.
+#[test]
+fn stale_budget_is_replanned_for_the_safe_budget_and_recovers() {
+    let t0 = Instant::now();
+    let s = Settings {
+        budget_timeout: Some(Duration::from_secs(3)),
+        stale_budget_cores: 0.02,
+        ..settings()
+    };
+    let mut pl = Planner::new(s, vec![spec("a", 1.0)], t0).unwrap();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    pl.task_started("a", at(0.1)).unwrap();
+    // No budget yet: the configured default is in force and does not go stale.
+    assert_eq!(pl.budget_deadline(), None);
+    assert!(pl.check_budget(at(100.0)).is_none());
+
+    let p = pl
+        .update_budget(&Budget::new(0.5, 256 * MB), at(1.0))
+        .unwrap();
+    assert_eq!(p.unwrap().trigger, Trigger::Budget);
+    assert_eq!(pl.budget_deadline(), Some(at(4.0)));
+    // The monitor repeats the same budget every period: no plan, but the budget is fresh.
+    let seq = pl.plan().seq;
+    assert!(pl
+        .update_budget(&Budget::new(0.5, 256 * MB), at(2.0))
+        .unwrap()
+        .is_none());
+    assert_eq!(pl.plan().seq, seq);
+    assert_eq!(pl.budget_deadline(), Some(at(5.0)));
+    assert!(pl.check_budget(at(4.9)).is_none());
+
+    let p = pl.check_budget(at(5.0)).expect("stale at the deadline");
+    assert_eq!(p.trigger, Trigger::BudgetStale);
+    assert_eq!(p.trigger.to_string(), "budget_stale");
+    assert_eq!(p.budget_source, BudgetSource::Stale);
+    assert_eq!(p.budget.cpu_cores, 0.02);
+    assert_eq!(p.budget.memory_bytes, 256 * MB, "memory of the last budget");
+    assert!(p.tasks[0].share <= 0.02 + 1e-9);
+    assert!(
+        p.notes.iter().any(|n| n.contains("safe budget")),
+        "{:?}",
+        p.notes
+    );
+    assert!(pl.budget_stale());
+    assert!(pl.budget_age(at(6.0)) >= Duration::from_secs(4));
+    assert!(
+        pl.check_budget(at(9.0)).is_none(),
+        "stale once, not every call"
+    );
+
+    // The same budget as before the outage is a change now: re-planned, fresh again.
+    let p = pl
+        .update_budget(&Budget::new(0.5, 256 * MB), at(10.0))
+        .unwrap()
+        .expect("recovery re-plans");
+    assert_eq!(p.trigger, Trigger::Budget);
+    assert_eq!(p.budget_source, BudgetSource::Received);
+    assert!(!pl.budget_stale());
+    assert_eq!(pl.budget_deadline(), Some(at(13.0)));
+
+    // budget_timeout off: never stale.
+    let s = Settings {
+        budget_timeout: None,
+        ..settings()
+    };
+    let mut pl = Planner::new(s, vec![spec("a", 1.0)], t0).unwrap();
+    pl.update_budget(&Budget::new(0.5, 256 * MB), at(1.0))
+        .unwrap();
+    assert_eq!(pl.budget_deadline(), None);
+    assert!(pl.check_budget(at(1e5)).is_none());
+}
+
+/// Issue 12: a budget of exactly 0.03 cores sent as float32 (0.029999999) plans for 0.03
+/// cores, i.e. three 0.01-core share steps, not two.
+#[test]
+fn float32_budget_keeps_its_decimal_value() {
+    let msg = nestdnn::msgs::ResourceBudget {
+        cpu_cores_available: 0.03,
+        memory_available_bytes: 256 * MB,
+        ..Default::default()
+    };
+    let b = Budget::from_message(&msg);
+    assert_eq!(b.cpu_cores, 0.03);
+    assert_eq!(nestdnn::scheduler::f32_decimal(0.0301), 0.0301);
+    assert!(nestdnn::scheduler::f32_decimal(f32::NAN).is_nan());
+    let t0 = Instant::now();
+    let s = Settings {
+        share_step: 0.01,
+        share_headroom: 0.0,
+        ..settings()
+    };
+    let mut pl = Planner::new(s, vec![spec("a", 1.0)], t0).unwrap();
+    pl.task_started("a", t0).unwrap();
+    let p = pl.update_budget(&b, t0).unwrap().unwrap();
+    assert!(
+        (p.tasks[0].share - 0.03).abs() < 1e-9,
+        "share {} of a 0.03-core budget",
+        p.tasks[0].share
+    );
+}

@@ -36,6 +36,22 @@ fn limit(len: u64) -> usize {
     usize::try_from(len).unwrap_or(usize::MAX).max(1024)
 }
 
+/// Runs one step of the `mcap` crate's parser, turning a panic inside it into `Err(reason)`.
+/// mcap 0.26 subtracts a record's length from what is left of its chunk without a check
+/// (`sans_io/linear_reader.rs`), so a record longer than its uncompressed chunk panics in
+/// builds with overflow checks (found by the `mcap` fuzz target; regression test in
+/// `tests/fuzz_regressions.rs`). A reader that panicked is not used again.
+fn guarded<T>(step: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("malformed record (the MCAP parser failed: {what})")
+    })
+}
+
 /// The summary section, or `None` when the file has none or it cannot be read (truncated).
 fn read_summary(path: &Path, file: &mut File, len: u64) -> Result<Option<Summary>, BagError> {
     let mut r = SummaryReader::new_with_options(
@@ -43,7 +59,18 @@ fn read_summary(path: &Path, file: &mut File, len: u64) -> Result<Option<Summary
             .with_file_size(len)
             .with_record_length_limit(limit(len)),
     );
-    while let Some(ev) = r.next_event() {
+    loop {
+        let ev = match guarded(|| r.next_event()) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(reason) => {
+                log::debug!(
+                    "{}: no usable summary ({reason}); reading linearly",
+                    path.display()
+                );
+                return Ok(None);
+            }
+        };
         match ev {
             Ok(SummaryReadEvent::ReadRequest(n)) => {
                 let got = file.read(r.insert(n)).map_err(io_err(path, "read"))?;
@@ -107,9 +134,14 @@ pub(super) fn probe(path: &Path) -> Result<Probe, BagError> {
                 topic_of(c, counts.and_then(|m| m.get(&c.id).copied()))
             })
             .collect();
+        let chunk_crc = first_chunk_crc(&mut file, &summary);
+        let (data_crc, damaged) = check_data_section(path, &mut file, len)?;
+        let crc_checked = chunk_crc.is_some_and(|c| c != 0) || data_crc;
         return Ok(Probe {
             topics,
             message_count: summary.stats.as_ref().map(|s| s.message_count),
+            crc_checked,
+            damaged,
         });
     }
     // No summary: scan for channels, tolerating damage (it is reported when reading).
@@ -130,7 +162,85 @@ pub(super) fn probe(path: &Path) -> Result<Probe, BagError> {
     Ok(Probe {
         topics,
         message_count: None,
+        crc_checked: true,
+        damaged: None,
     })
+}
+
+/// Checks the data section's CRC (the DataEnd record's, when its writer computed one) by
+/// reading the data section once. Returns whether there was a CRC, and a description of the
+/// damage if it does not match. Chunks carry CRCs of their own, checked as they are read; this
+/// also catches damage outside chunks (message indexes, schemas, channels).
+fn check_data_section(
+    path: &Path,
+    file: &mut File,
+    len: u64,
+) -> Result<(bool, Option<String>), BagError> {
+    // Footer: opcode, length, summary_start, summary_offset_start, summary_crc; then magic.
+    const FOOTER: u64 = 1 + 8 + 8 + 8 + 4;
+    const DATA_END: u64 = 1 + 8 + 4;
+    if len < 8 + FOOTER + 8 + DATA_END {
+        return Ok((false, None));
+    }
+    let footer_at = len - 8 - FOOTER;
+    let mut b = [0u8; 8];
+    file.seek(SeekFrom::Start(footer_at + 9))
+        .and_then(|_| file.read_exact(&mut b))
+        .map_err(io_err(path, "read footer"))?;
+    let summary_start = u64::from_le_bytes(b);
+    let end_at = if summary_start == 0 {
+        footer_at
+    } else {
+        summary_start
+    };
+    let Some(data_end_at) = end_at.checked_sub(DATA_END).filter(|&a| a >= 8) else {
+        return Ok((false, None));
+    };
+    let mut rec = [0u8; 13];
+    file.seek(SeekFrom::Start(data_end_at))
+        .and_then(|_| file.read_exact(&mut rec))
+        .map_err(io_err(path, "read data end"))?;
+    if rec[0] != op::DATA_END {
+        return Ok((false, None));
+    }
+    let crc = u32::from_le_bytes([rec[9], rec[10], rec[11], rec[12]]);
+    if crc == 0 {
+        return Ok((false, None));
+    }
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err(path, "seek"))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut left = data_end_at;
+    let mut buf = vec![0u8; 1 << 20];
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..n])
+            .map_err(io_err(path, "read data section"))?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let got = h.finalize();
+    Ok((
+        true,
+        (got != crc).then(|| {
+            format!(
+                "{}: data section CRC mismatch (recorded {crc:#010x}, computed {got:#010x}): the file is damaged; chunks are checked one by one as they are read",
+                path.display()
+            )
+        }),
+    ))
+}
+
+/// The `uncompressed_crc` of the file's first chunk (0: its writer computed no CRCs, so
+/// damage inside chunks cannot be detected), `None` without chunks or if unreadable.
+fn first_chunk_crc(file: &mut File, summary: &Summary) -> Option<u32> {
+    let c = summary.chunk_indexes.first()?;
+    // Chunk record: opcode (1), length (8), start time (8), end time (8), size (8), crc (4).
+    let mut b = [0u8; 4];
+    file.seek(SeekFrom::Start(c.chunk_start_offset.checked_add(33)?))
+        .ok()?;
+    file.read_exact(&mut b).ok()?;
+    Some(u32::from_le_bytes(b))
 }
 
 pub(super) fn stream(
@@ -251,23 +361,29 @@ impl Indexed {
             Ok(_) => return Err(self.corrupt(at, "not a chunk record")),
             Err(e) => return Err(self.corrupt(at, e.to_string())),
         };
-        let records = mcap::read::ChunkReader::new(header, &data)
-            .map_err(|e| self.corrupt(at, e.to_string()))?;
-        let mut loaded = Vec::new();
-        for rec in records {
-            match rec {
-                Ok(Record::Message { header, data }) => loaded.push(Pending {
-                    log_time: header.log_time,
-                    arrival: 0,
-                    channel: header.channel_id,
-                    data: data.into_owned(),
-                }),
-                Ok(_) => {}
-                // Messages before the damage are not used either: a chunk is kept or dropped
-                // whole, so a damaged chunk never yields garbage that happened to parse.
-                Err(e) => return Err(self.corrupt(at, e.to_string())),
+        let parsed = guarded(|| -> Result<Vec<Pending>, String> {
+            let records = mcap::read::ChunkReader::new(header, &data).map_err(|e| e.to_string())?;
+            let mut loaded = Vec::new();
+            for rec in records {
+                match rec {
+                    Ok(Record::Message { header, data }) => loaded.push(Pending {
+                        log_time: header.log_time,
+                        arrival: 0,
+                        channel: header.channel_id,
+                        data: data.into_owned(),
+                    }),
+                    Ok(_) => {}
+                    // Messages before the damage are not used either: a chunk is kept or
+                    // dropped whole, so a damaged chunk never yields garbage that happened
+                    // to parse.
+                    Err(e) => return Err(e.to_string()),
+                }
             }
-        }
+            Ok(loaded)
+        });
+        let loaded = parsed
+            .and_then(|r| r)
+            .map_err(|reason| self.corrupt(at, reason))?;
         for mut p in loaded {
             self.arrivals += 1;
             p.arrival = self.arrivals;
@@ -386,7 +502,19 @@ impl Iterator for Linear {
             return None;
         }
         loop {
-            let ev = match self.reader.next_event() {
+            let reader = &mut self.reader;
+            let step = match guarded(move || reader.next_event()) {
+                Ok(step) => step,
+                Err(reason) => {
+                    self.done = true;
+                    return Some(Err(BagError::Mcap {
+                        path: self.path.to_path_buf(),
+                        offset: self.pos,
+                        reason,
+                    }));
+                }
+            };
+            let ev = match step {
                 None => {
                     self.done = true;
                     return None;

@@ -105,6 +105,9 @@ pub(super) fn probe(path: &Path) -> Result<Probe, BagError> {
     Ok(Probe {
         topics: list.into_iter().map(|(_, t)| t).collect(),
         message_count: Some(total),
+        // SQLite pages carry no checksums; its own integrity checks are what there is.
+        crc_checked: true,
+        damaged: None,
     })
 }
 

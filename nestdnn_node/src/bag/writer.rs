@@ -25,10 +25,14 @@ pub enum McapCompression {
     None,
 }
 
-/// Writes a ROS 2 MCAP bag. Call [`McapWriter::finish`]: a file not finished has no summary
-/// (readers still read it linearly, and report it as truncated).
+/// Writes a ROS 2 MCAP bag, atomically: messages go to a temporary file beside the target
+/// (`.<name>.tmp-<pid>-<n>`), and [`McapWriter::finish`] writes the summary, syncs and renames
+/// it onto the target. A writer dropped without `finish` (an error, a panic) removes its
+/// temporary file and leaves the target as it was. Chunk, data-section and summary CRCs are
+/// written.
 pub struct McapWriter {
     path: PathBuf,
+    tmp: PathBuf,
     inner: Option<Writer<BufWriter<File>>>,
     schemas: HashMap<&'static str, u16>,
     channels: HashMap<String, (u16, &'static str)>,
@@ -46,15 +50,17 @@ impl std::fmt::Debug for McapWriter {
 }
 
 impl McapWriter {
-    /// Creates (or truncates) `path`, zstd-compressed chunks.
+    /// Starts writing the bag that [`McapWriter::finish`] puts at `path`, zstd-compressed
+    /// chunks.
     ///
     /// # Errors
-    /// [`BagError::Io`] if the file cannot be created.
+    /// [`BagError::Io`] if the temporary file cannot be created.
     pub fn create(path: impl AsRef<Path>) -> Result<Self, BagError> {
         Self::create_with(path, McapCompression::default())
     }
 
-    /// Creates (or truncates) `path` with the given chunk compression.
+    /// Starts writing the bag that [`McapWriter::finish`] puts at `path`, with the given chunk
+    /// compression.
     ///
     /// # Errors
     /// [`BagError::Io`] or [`BagError::Write`].
@@ -63,26 +69,37 @@ impl McapWriter {
         compression: McapCompression,
     ) -> Result<Self, BagError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::create(&path).map_err(|source| BagError::Io {
-            path: path.clone(),
+        let tmp = crate::fsio::temp_path(&path);
+        let file = File::create(&tmp).map_err(|source| BagError::Io {
+            path: tmp.clone(),
             op: "create",
             source,
         })?;
         let inner = WriteOptions::new()
             .profile("ros2")
             .library(concat!("nestdnn ", env!("CARGO_PKG_VERSION")))
+            .calculate_chunk_crcs(true)
+            .calculate_data_section_crc(true)
+            .calculate_summary_section_crc(true)
             .compression(match compression {
                 McapCompression::Zstd => Some(Compression::Zstd),
                 McapCompression::Lz4 => Some(Compression::Lz4),
                 McapCompression::None => None,
             })
-            .create(BufWriter::new(file))
-            .map_err(|e| BagError::Write {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            .create(BufWriter::new(file));
+        let inner = match inner {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(BagError::Write {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
         Ok(Self {
             path,
+            tmp,
             inner: Some(inner),
             schemas: HashMap::new(),
             channels: HashMap::new(),
@@ -192,19 +209,45 @@ impl McapWriter {
             })
     }
 
-    /// Writes the summary and closes the file; returns its path.
+    /// Writes the summary, syncs the file and renames it onto the target path; returns that
+    /// path.
     ///
     /// # Errors
-    /// [`BagError::Write`] if the file cannot be completed.
+    /// [`BagError::Write`] if the file cannot be completed (the target is left as it was).
     pub fn finish(mut self) -> Result<PathBuf, BagError> {
         if let Some(mut w) = self.inner.take() {
-            w.finish().map_err(|e| self.werr(e))?;
-            let buf = w.into_inner();
-            buf.into_inner()
-                .map_err(|e| self.werr(e.error()))?
-                .sync_all()
-                .map_err(|e| self.werr(e))?;
+            let done = w
+                .finish()
+                .map_err(|e| self.werr(e))
+                .and_then(|_summary| {
+                    w.into_inner()
+                        .into_inner()
+                        .map_err(|e| self.werr(e.error()))?
+                        .sync_all()
+                        .map_err(|e| self.werr(e))
+                })
+                .and_then(|()| {
+                    std::fs::rename(&self.tmp, &self.path).map_err(|e| {
+                        self.werr(format!(
+                            "renaming the finished file {} onto it: {e}",
+                            self.tmp.display()
+                        ))
+                    })
+                });
+            if done.is_err() {
+                let _ = std::fs::remove_file(&self.tmp);
+            }
+            done?;
         }
         Ok(self.path.clone())
+    }
+}
+
+impl Drop for McapWriter {
+    fn drop(&mut self) {
+        if self.inner.take().is_some() {
+            // Not finished: the partial file is not a bag anyone asked for.
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -38,6 +38,8 @@ use crate::profile::ProfileCache;
 struct Recorded {
     results: Vec<(f64, usize, InferenceResult, Classification)>,
     plans: Vec<(f64, PlanMsg)>,
+    /// Warnings the node logged, with the bag second.
+    warnings: Vec<(f64, String)>,
 }
 
 struct Recorder {
@@ -76,7 +78,18 @@ impl Outputs for Recorder {
     fn diagnostics(&self, _msg: DiagnosticArray) {}
 
     fn label_info(&self, _task: usize, _msg: LabelInfo) {}
+
+    fn warning(&self, text: &str) {
+        let t = self.offset();
+        let mut rec = self.rec.lock();
+        if rec.warnings.len() < MAX_NODE_WARNINGS {
+            rec.warnings.push((t, text.to_string()));
+        }
+    }
 }
+
+/// Node warnings kept in the report (the node throttles them per kind already).
+const MAX_NODE_WARNINGS: usize = 50;
 
 pub(super) fn run(
     bag: &Path,
@@ -99,6 +112,8 @@ pub(super) fn run(
     // What the report needs about each model (the node loads its own copy).
     let mut accuracies = Vec::new();
     let mut names = Vec::new();
+    let mut labels = Vec::new();
+    let mut pres = Vec::new();
     let mut tallies: Vec<Tally> = Vec::new();
     for (i, t) in cfg.tasks.iter().enumerate() {
         let m = MultiCapacityModel::load(&t.model_dir).map_err(|source| ReplayError::Model {
@@ -108,6 +123,8 @@ pub(super) fn run(
         let d = &m.manifest().descendants;
         accuracies.push(d.iter().map(|x| x.accuracy).collect::<Vec<f64>>());
         names.push(d.iter().map(|x| x.name.clone()).collect::<Vec<String>>());
+        labels.push(m.manifest().labels.clone());
+        pres.push(super::preprocessor(t, &m)?);
         report.profiles.insert(
             t.name.clone(),
             format!(
@@ -173,7 +190,9 @@ pub(super) fn run(
             .iter()
             .map(|(p, _)| p.display().to_string())
             .collect();
+        let checked = super::check_bag(&reader, &cfg.tasks, &mut report);
         match reader.decoded() {
+            _ if !checked => {}
             Err(e) => {
                 report.status = Status::Unusable;
                 report.errors.push(e.to_string());
@@ -211,7 +230,10 @@ pub(super) fn run(
                             };
                             for &i in route {
                                 if cfg.tasks[i].transport == Transport::Raw {
-                                    tallies[i].frame_seen(t);
+                                    tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
+                                    if pres[i].roi_clipped(img.width, img.height) {
+                                        tallies[i].report.roi_clipped += 1;
+                                    }
                                     app.on_image(i, img.clone());
                                 }
                             }
@@ -223,7 +245,14 @@ pub(super) fn run(
                             };
                             for &i in route {
                                 if cfg.tasks[i].transport == Transport::Compressed {
-                                    tallies[i].frame_seen(t);
+                                    tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
+                                    let c = crate::preprocess::CompressedImage {
+                                        format: &img.format,
+                                        data: &img.data,
+                                    };
+                                    if pres[i].roi_clipped_compressed(&c) {
+                                        tallies[i].report.roi_clipped += 1;
+                                    }
                                     app.on_compressed(i, img.clone());
                                 }
                             }
@@ -235,12 +264,17 @@ pub(super) fn run(
                             };
                             if let Some(first) = c.results.first() {
                                 for &i in route {
-                                    tallies[i].on_truth(
+                                    tallies[i].on_truth_checked(
                                         c.header.stamp.as_nanos(),
                                         first.class_id.clone(),
+                                        &labels[i],
                                         &accuracies[i],
                                     );
                                 }
+                            } else {
+                                report.warnings.push(format!(
+                                    "ground truth on {topic} at {t:.3} s has no hypothesis; ignored"
+                                ));
                             }
                         }
                         BagMessage::ResourceBudget(b) if topic == BUDGET_TOPIC => {
@@ -285,11 +319,18 @@ pub(super) fn run(
         r.dropped_replaced = r
             .frames
             .saturating_sub(r.processed + r.ignored_disabled + r.bad_frames);
+        let errors = k.audit(&t.name, &labels[i], &mut report.warnings);
+        super::fail_with(&mut report, errors);
         k.finish();
         report.tasks.insert(t.name.clone(), k.report.clone());
     }
     let rec = recorder.rec.lock();
     report.plans = rec.plans.iter().map(|(t, p)| plan_record(p, *t)).collect();
+    report.warnings.extend(
+        rec.warnings
+            .iter()
+            .map(|(t, w)| format!("node at {t:.3} s: {w}")),
+    );
     if let Some(out) = &mut out {
         let base = t0_ns.unwrap_or(0);
         let ns = |t: f64| base + (t.max(0.0) * 1e9).round() as u64;
@@ -307,13 +348,13 @@ pub(super) fn run(
             match which {
                 Some(k) => {
                     let (_, task, r, c) = &rec.results[k];
-                    out.result(&cfg.tasks[*task].name, ns(t), c, r)?;
+                    out.result(&cfg.tasks[*task].name, ns(t), c, r);
                 }
                 None => {
                     if let Some((_, p)) = plans.next() {
                         let mut p = p.clone();
                         p.header.stamp = Time::from_nanos(ns(t) as i64);
-                        out.plan(ns(t), &p)?;
+                        out.plan(ns(t), &p);
                     }
                 }
             }
@@ -321,7 +362,7 @@ pub(super) fn run(
     }
     drop(rec);
     if let Some(out) = out {
-        out.finish()?;
+        out.finish(&mut report);
     }
     report.start_time_ns = t0_ns.unwrap_or(0);
     report.duration_s = last_t;

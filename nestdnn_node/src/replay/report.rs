@@ -88,6 +88,19 @@ pub struct TaskReport {
     pub switches: Vec<Switch>,
     /// Seconds of inference (virtual: profiled latencies; realtime: measured).
     pub inference_s: f64,
+    /// Ground-truth messages on the task's `<camera>/ground_truth` topic.
+    #[serde(default)]
+    pub ground_truth_messages: u64,
+    /// Of those, whose class id is not a label of the model (not scored; all of them: an
+    /// error).
+    #[serde(default)]
+    pub ground_truth_unknown_label: u64,
+    /// Of those, whose stamp matches no frame of the task (not scored; all of them: an error).
+    #[serde(default)]
+    pub ground_truth_unmatched: u64,
+    /// Frames whose region of interest reached past the image and was clipped.
+    #[serde(default)]
+    pub roi_clipped: u64,
 }
 
 /// One task in a recorded plan.
@@ -158,8 +171,13 @@ pub struct Report {
     pub status: Status,
     /// Why it is not `ok` (each names the file and the point of failure).
     pub errors: Vec<String>,
-    /// Problems that were skipped (the first few undecodable messages, rejected events).
+    /// Problems that were skipped or counted (the first few undecodable messages, rejected
+    /// events, ground truth that matches no frame, clipped ROIs, stale budgets, bags without
+    /// CRCs).
     pub warnings: Vec<String>,
+    /// Outputs that could not be written (the replay itself completed).
+    #[serde(default)]
+    pub output_errors: Vec<String>,
     /// What reading found.
     pub read: ReadSummary,
     /// Bag time of the first message, ns since the epoch (bag seconds count from here).

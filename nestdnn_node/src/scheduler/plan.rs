@@ -34,6 +34,8 @@ pub enum Trigger {
     PriorityChanged(String),
     /// A new resource budget arrived.
     Budget,
+    /// No budget arrived for `budget_timeout_s`: planned for the safe `stale_budget_cores`.
+    BudgetStale,
     /// A task's profile (ladder) changed.
     ProfileChanged(String),
     /// A switch held back by the minimum dwell time became possible.
@@ -57,9 +59,77 @@ impl fmt::Display for Trigger {
             } => write!(f, "task_stopped:{task}:disabled"),
             Trigger::PriorityChanged(t) => write!(f, "priority_changed:{t}"),
             Trigger::Budget => f.write_str("budget"),
+            Trigger::BudgetStale => f.write_str("budget_stale"),
             Trigger::ProfileChanged(t) => write!(f, "profile_changed:{t}"),
             Trigger::DwellExpired => f.write_str("dwell_expired"),
             Trigger::Manual => f.write_str("manual"),
+        }
+    }
+}
+
+impl Trigger {
+    /// The placeholder for the task name in [`Trigger::form`] and [`Trigger::FORMS`].
+    pub const TASK: &'static str = "<task>";
+
+    /// Every form a trigger is published in (`nestdnn_msgs/Plan.trigger`, `nestdnn plan`
+    /// JSON), `<task>` standing for a task name: the documentation's single source
+    /// (`msgs/msg/Plan.msg` lists exactly these; a test checks it).
+    pub const FORMS: &'static [&'static str] = &[
+        "initial",
+        "task_started:<task>",
+        "task_stopped:<task>:idle",
+        "task_stopped:<task>:disabled",
+        "priority_changed:<task>",
+        "budget",
+        "budget_stale",
+        "profile_changed:<task>",
+        "dwell_expired",
+        "manual",
+    ];
+
+    /// One trigger of every variant (and stop reason), task-carrying ones for `task`, in
+    /// [`Trigger::FORMS`] order.
+    pub fn examples(task: &str) -> Vec<Trigger> {
+        let t = || task.to_string();
+        vec![
+            Trigger::Initial,
+            Trigger::TaskStarted(t()),
+            Trigger::TaskStopped {
+                task: t(),
+                reason: StopReason::Idle,
+            },
+            Trigger::TaskStopped {
+                task: t(),
+                reason: StopReason::Disabled,
+            },
+            Trigger::PriorityChanged(t()),
+            Trigger::Budget,
+            Trigger::BudgetStale,
+            Trigger::ProfileChanged(t()),
+            Trigger::DwellExpired,
+            Trigger::Manual,
+        ]
+    }
+
+    /// The trigger's form: its [`Display`](fmt::Display) text with the task name replaced by
+    /// [`Trigger::TASK`]. The match is exhaustive, so a new variant cannot compile without a
+    /// form; add it to [`Trigger::FORMS`], [`Trigger::examples`] and `msgs/msg/Plan.msg`.
+    pub fn form(&self) -> String {
+        let task = Trigger::TASK.to_string();
+        match self {
+            Trigger::Initial
+            | Trigger::Budget
+            | Trigger::BudgetStale
+            | Trigger::DwellExpired
+            | Trigger::Manual => self.to_string(),
+            Trigger::TaskStarted(_) => Trigger::TaskStarted(task).to_string(),
+            Trigger::TaskStopped { reason, .. } => Trigger::TaskStopped {
+                task,
+                reason: *reason,
+            }
+            .to_string(),
+            Trigger::PriorityChanged(_) => Trigger::PriorityChanged(task).to_string(),
+            Trigger::ProfileChanged(_) => Trigger::ProfileChanged(task).to_string(),
         }
     }
 }
@@ -80,6 +150,8 @@ pub enum BudgetSource {
     Received,
     /// Given explicitly (`nestdnn plan --cores --memory-mb`).
     Explicit,
+    /// `stale_budget_cores`: no budget message for `budget_timeout_s`.
+    Stale,
 }
 
 /// A task's state in a plan.

@@ -41,6 +41,10 @@ pub struct Planner {
     seq: u64,
     current: Arc<Plan>,
     review_at: Option<Instant>,
+    /// When the last budget message was taken (the planner's start before any).
+    budget_at: Instant,
+    /// The budget is stale: planned for `stale_budget_cores` until a message arrives.
+    stale: bool,
 }
 
 fn unique(specs: &[TaskSpec]) -> Result<(), SchedulerError> {
@@ -89,6 +93,8 @@ impl Planner {
             seq: 0,
             current: Arc::new(empty_plan()),
             review_at: None,
+            budget_at: now,
+            stale: false,
         };
         p.current = Arc::new(p.compute(Trigger::Initial, now));
         Ok(p)
@@ -233,12 +239,59 @@ impl Planner {
         now: Instant,
     ) -> Result<Option<Arc<Plan>>, SchedulerError> {
         b.validate()?;
+        self.budget_at = self.budget_at.max(now);
         if self.settings.objective.is_fixed() {
             return Ok(None);
         }
+        let unchanged = !self.stale
+            && self.source == BudgetSource::Received
+            && self.budget.cpu_cores == b.cpu_cores
+            && self.budget.memory_bytes == b.memory_bytes;
         self.budget = *b;
         self.source = BudgetSource::Received;
+        if unchanged {
+            // The monitor repeats its budget every period: nothing to re-plan or publish.
+            return Ok(None);
+        }
+        self.stale = false;
         Ok(Some(self.replan(Trigger::Budget, now)))
+    }
+
+    /// When the budget goes stale if no budget message arrives before (`None`: no budget
+    /// received yet (the configured default budget does not go stale), already stale, budgets
+    /// ignored by the objective, or `budget_timeout` off).
+    pub fn budget_deadline(&self) -> Option<Instant> {
+        let timeout = self.settings.budget_timeout?;
+        if self.source != BudgetSource::Received || self.settings.objective.is_fixed() {
+            return None;
+        }
+        Some(self.budget_at + timeout)
+    }
+
+    /// True while the budget is stale (see [`Planner::check_budget`]).
+    pub fn budget_stale(&self) -> bool {
+        self.stale
+    }
+
+    /// Time since the last budget message (or since the planner's start, before any).
+    pub fn budget_age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.budget_at)
+    }
+
+    /// Re-plans for the safe budget (`stale_budget_cores`; memory of the last budget) with
+    /// trigger `budget_stale` if [`Planner::budget_deadline`] has passed; the next
+    /// [`Planner::update_budget`] ends the stale state. Call it periodically.
+    pub fn check_budget(&mut self, now: Instant) -> Option<Arc<Plan>> {
+        if self.budget_deadline().is_none_or(|d| now < d) {
+            return None;
+        }
+        self.stale = true;
+        self.budget = Budget {
+            cpu_cores: self.settings.stale_budget_cores,
+            ..self.budget
+        };
+        self.source = BudgetSource::Stale;
+        Some(self.replan(Trigger::BudgetStale, now))
     }
 
     /// Replaces a task's ladder (a new profile) and re-plans if `replan_on_profile_change`
@@ -437,6 +490,11 @@ impl Planner {
                 "no budget message received yet: using the default budget ({:.2} cores, {:.1} MB)",
                 env.cores,
                 env.memory as f64 / 1048576.0
+            )),
+            (BudgetSource::Stale, _) => pre.push(format!(
+                "no budget message for {:.1} s (resource monitor down?): planned for the safe budget of {:.2} cores until one arrives",
+                self.settings.budget_timeout.map_or(0.0, |t| t.as_secs_f64()),
+                env.cores
             )),
             _ => {}
         }

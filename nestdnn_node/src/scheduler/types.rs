@@ -134,6 +134,18 @@ impl Budget {
         }
     }
 
+    /// The budget a `ResourceBudget` message carries. Its float32 fields are widened through
+    /// their shortest decimal form, so `0.03` on the wire plans for 0.03 cores, not
+    /// 0.029999999329 (which would floor to one share step fewer).
+    pub fn from_message(m: &crate::msgs::ResourceBudget) -> Self {
+        Budget {
+            cpu_cores: f32_decimal(m.cpu_cores_available),
+            memory_bytes: m.memory_available_bytes,
+            cpu_load: f32_decimal(m.cpu_load),
+            battery: f32_decimal(m.battery_percentage),
+        }
+    }
+
     /// Checks the fields the scheduler uses.
     ///
     /// # Errors
@@ -148,6 +160,11 @@ impl Budget {
         }
         Ok(())
     }
+}
+
+/// `x` as the f64 of its shortest decimal representation (what the sender most likely meant).
+pub fn f32_decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 /// A priority/enable request for one task (from the `TaskPriority` topic).
@@ -299,7 +316,19 @@ pub struct Settings {
     pub replan_on_profile_change: bool,
     /// The budget used before any budget message arrives (and always by `static`).
     pub default_budget: Budget,
+    /// A received budget older than this is stale (the resource monitor is presumed dead):
+    /// [`crate::scheduler::Planner::check_budget`] then re-plans with
+    /// [`Settings::stale_budget_cores`] (trigger `budget_stale`). `None`: budgets never go
+    /// stale. Measured from the last budget message; the default budget, before any message,
+    /// does not go stale.
+    pub budget_timeout: Option<Duration>,
+    /// The safe CPU budget, cores, planned for while the budget is stale (memory: the last
+    /// received budget's, else the default budget's).
+    pub stale_budget_cores: f64,
 }
+
+/// Default of [`Settings::budget_timeout`]: three periods of the resource monitor (1 s).
+pub const DEFAULT_BUDGET_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Default for Settings {
     fn default() -> Self {
@@ -315,6 +344,8 @@ impl Default for Settings {
             idle_timeout: Duration::from_secs(2),
             replan_on_profile_change: true,
             default_budget: Budget::new(1.0, 512 << 20),
+            budget_timeout: Some(DEFAULT_BUDGET_TIMEOUT),
+            stale_budget_cores: 0.5,
         }
     }
 }
@@ -388,6 +419,20 @@ impl Settings {
             "default_budget.cpu_cores",
             c,
             "in (0, 1024] cores",
+        )?;
+        setting(
+            self.budget_timeout
+                .is_none_or(|t| !t.is_zero() && t <= Duration::from_secs(3600)),
+            "budget_timeout_s",
+            self.budget_timeout.map_or(0.0, |t| t.as_secs_f64()),
+            "0 (never stale) or in (0, 3600] seconds",
+        )?;
+        let c = self.stale_budget_cores;
+        setting(
+            c.is_finite() && (0.0..=1024.0).contains(&c),
+            "stale_budget_cores",
+            c,
+            "in [0, 1024] cores",
         )?;
         setting(
             self.default_budget.memory_bytes > 0,

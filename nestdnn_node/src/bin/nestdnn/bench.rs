@@ -123,7 +123,8 @@ fn table(t: Table) -> anyhow::Result<()> {
         readme.display(),
         &doc[e..]
     );
-    std::fs::write(&readme, new).with_context(|| format!("writing {}", readme.display()))?;
+    nestdnn::fsio::write_atomic(&readme, new.as_bytes())
+        .with_context(|| format!("writing {}", readme.display()))?;
     Ok(())
 }
 
@@ -313,9 +314,9 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     }
     let curves = dir.join(format!("{stem}-curves.svg"));
     let capacity = dir.join(format!("{stem}-capacity.svg"));
-    std::fs::write(&curves, report::curves_svg(&summaries))?;
+    nestdnn::fsio::write_atomic(&curves, report::curves_svg(&summaries).as_bytes())?;
     if let Some(r0) = runs.first() {
-        std::fs::write(&capacity, report::capacity_svg(r0, &nd_label))?;
+        nestdnn::fsio::write_atomic(&capacity, report::capacity_svg(r0, &nd_label).as_bytes())?;
         if let Some(sys) = r0.systems.iter().find(|s| s.system.label() == nd_label) {
             rep["timeline_run"] = json!({
                 "run": 0,
@@ -326,8 +327,11 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     }
     rep["plots"] = json!([curves.display().to_string(), capacity.display().to_string()]);
     rep["wall_s"] = json!(wall.elapsed().as_secs_f64());
-    std::fs::write(&m.report, serde_json::to_string_pretty(&rep)? + "\n")
-        .with_context(|| format!("writing {}", m.report.display()))?;
+    nestdnn::fsio::write_atomic(
+        &m.report,
+        (serde_json::to_string_pretty(&rep)? + "\n").as_bytes(),
+    )
+    .with_context(|| format!("writing {}", m.report.display()))?;
     eprintln!(
         "bench: wrote {}, {}, {} in {:.0} s",
         m.report.display(),

@@ -38,7 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut text = String::new();
     for (name, bytes) in files {
         let path = args.out.join(&name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        nestdnn::fsio::write_atomic(&path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
         text += &format!("{}\n", path.display());
     }
     crate::emit(&text)

@@ -70,6 +70,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.watch
         );
     }
+    // Before any work: no output may be, or lie inside, an input; each must be writable.
+    let mut inputs: Vec<&std::path::Path> = vec![&args.bag, &args.params];
+    if let Some(p) = &args.profiles {
+        inputs.push(p);
+    }
+    for t in &cfg.tasks {
+        inputs.push(&t.model_dir);
+    }
+    let mut outputs: Vec<(&str, &std::path::Path)> = Vec::new();
+    for (what, p) in [
+        ("--out", &args.out),
+        ("--report", &args.report),
+        ("--plot", &args.plot),
+    ] {
+        if let Some(p) = p {
+            outputs.push((what, p));
+        }
+    }
+    nestdnn::fsio::check_outputs(&inputs, &outputs)?;
     let opts = ReplayOptions {
         pacing: if args.realtime {
             Pacing::Realtime
@@ -120,9 +139,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let report = replay::replay(&args.bag, &cfg, &opts, &mut show)
         .with_context(|| format!("replaying {}", args.bag.display()))?;
+    // The summary first: whatever happens to the files, the user sees the results.
+    crate::emit(&summary(&report))?;
+    let mut failed: Vec<String> = report.output_errors.clone();
     if let Some(path) = &args.report {
         let text = serde_json::to_string_pretty(&report)? + "\n";
-        write_file(path, &text)?;
+        if let Err(e) = nestdnn::fsio::write_atomic(path, text.as_bytes()) {
+            failed.push(format!("--report: {e}"));
+        }
     }
     if let Some(path) = &args.plot {
         let counts: Vec<usize> = cfg
@@ -134,11 +158,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .unwrap_or(1)
             })
             .collect();
-        write_file(path, &replay::svg::plot(&report, &counts))?;
+        let svg = replay::svg::plot(&report, &counts);
+        if let Err(e) = nestdnn::fsio::write_atomic(path, svg.as_bytes()) {
+            failed.push(format!("--plot: {e}"));
+        }
     }
-    crate::emit(&summary(&report))?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
+    }
+    if !failed.is_empty() {
+        bail!(
+            "the replay completed but outputs were not written: {}",
+            failed.join("; ")
+        );
     }
     match report.status {
         Status::Ok => Ok(()),
@@ -159,13 +191,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.errors.join("; ")
         ),
     }
-}
-
-fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The final summary: per task frames, processed, drops, accuracy against expectation, the
