@@ -203,6 +203,7 @@ pub fn all_definitions() -> Vec<(&'static str, &'static str)> {
     defs!(
         Time,
         Duration,
+        Clock,
         Header,
         Image,
         CompressedImage,

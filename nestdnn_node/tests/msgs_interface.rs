@@ -73,10 +73,47 @@ fn rosidl_parsers_accept_msg_files_and_rust_definitions() {
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "rosidl check failed:\n{stdout}");
     assert!(stdout.contains("\n0 failed"));
-    // All 17 Rust types and all 5 .msg files were looked at.
+    // All 18 Rust types and all 5 .msg files were looked at.
     assert_eq!(
         stdout.matches("sections parse with rosidl_adapter").count(),
-        17
+        18
     );
     assert_eq!(stdout.matches("msg -> idl -> rosidl_parser").count(), 5);
+}
+
+/// `msgs/msg/Plan.msg` documents the trigger forms the node publishes: exactly
+/// `Trigger::FORMS`, which are the `Display` forms of every `Trigger` variant.
+#[test]
+fn plan_msg_lists_every_trigger_form() {
+    use nestdnn::scheduler::Trigger;
+    let text = std::fs::read_to_string(root().join("msgs/msg/Plan.msg")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("string trigger "))
+        .expect("Plan.msg has a trigger field");
+    let (_, comment) = line.split_once('#').expect("trigger field has a comment");
+    let (_, list) = comment
+        .split_once("one of: ")
+        .expect("the trigger comment lists the forms after `one of: `");
+    let documented: Vec<&str> = list.split(", ").map(str::trim).collect();
+    let mut sorted = documented.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        documented.len(),
+        "duplicates in {documented:?}"
+    );
+    let mut forms: Vec<&str> = Trigger::FORMS.to_vec();
+    forms.sort_unstable();
+    assert_eq!(sorted, forms, "Plan.msg's trigger list vs Trigger::FORMS");
+    // Every variant's published text has one of these forms, and every form is used.
+    let examples = Trigger::examples("cam_a");
+    let produced: Vec<String> = examples.iter().map(Trigger::form).collect();
+    assert_eq!(produced, Trigger::FORMS, "Trigger::examples in FORMS order");
+    for t in &examples {
+        let published = t.to_string();
+        assert_eq!(published, t.form().replace(Trigger::TASK, "cam_a"));
+        assert!(!published.contains('<'), "{published}");
+    }
 }

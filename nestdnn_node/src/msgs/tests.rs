@@ -177,7 +177,38 @@ fn every_type_round_trips_and_matches_its_definition() {
     });
     check(&TaskPlan::default());
     check(&plan());
-    assert_eq!(all_definitions().len(), 17);
+    check(&Clock {
+        clock: Time {
+            sec: 12,
+            nanosec: 345,
+        },
+    });
+    assert_eq!(all_definitions().len(), 18);
+}
+
+#[test]
+fn known_bytes_of_a_clock() {
+    // rosgraph_msgs/Clock: one builtin_interfaces/Time (int32 sec, uint32 nanosec).
+    let c = Clock {
+        clock: Time {
+            sec: -2,
+            nanosec: 500_000_000,
+        },
+    };
+    let bytes: Vec<u8> = [
+        &[0u8, 1, 0, 0][..],
+        &(-2i32).to_le_bytes(),
+        &500_000_000u32.to_le_bytes(),
+    ]
+    .concat();
+    assert_eq!(c.to_cdr().unwrap(), bytes);
+    assert_eq!(Clock::from_cdr(&bytes).unwrap(), c);
+    assert!(Clock::from_cdr(&bytes[..7]).is_err());
+    assert_eq!(Clock::TYPE_NAME, "rosgraph_msgs/msg/Clock");
+    assert!(Clock::schema()
+        .unwrap()
+        .types
+        .contains_key("builtin_interfaces/msg/Time"));
 }
 
 #[test]

@@ -188,6 +188,26 @@ pub struct Duration {
 }
 ros_message!(Duration, "builtin_interfaces/msg/Duration", time_msg!());
 
+// ------------------------------------------------------------------ rosgraph_msgs
+
+/// `rosgraph_msgs/msg/Clock`: the simulated time, published on `/clock` by a simulator or
+/// `ros2 bag play --clock`; nodes with `use_sim_time` take their time from it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Clock {
+    /// The current simulated time.
+    pub clock: Time,
+}
+ros_message!(
+    Clock,
+    "rosgraph_msgs/msg/Clock",
+    concat!(
+        "builtin_interfaces/Time clock\n",
+        dep!("builtin_interfaces/Time", time_msg!())
+    )
+);
+
 // ------------------------------------------------------------------ std_msgs
 
 /// `std_msgs/msg/Header`.
@@ -520,7 +540,8 @@ pub struct Plan {
     pub header: Header,
     /// Sequence number, 1 = first plan since start.
     pub plan_id: u64,
-    /// What caused re-planning (`startup`, `budget`, `priority`, ...).
+    /// What caused re-planning: one of [`crate::scheduler::Trigger::FORMS`] (`initial`,
+    /// `budget`, `task_started:<task>`, ...).
     pub trigger: String,
     /// Scheduler objective name.
     pub objective: String,
