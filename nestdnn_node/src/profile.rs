@@ -9,7 +9,9 @@
 //!
 //! [`ProfileCache`] stores one JSON file per model and machine, keyed by the SHA-256 of the
 //! model's manifest (which pins every model file by hash), the CPU model string from
-//! `/proc/cpuinfo` and this crate's version, so a restart does not re-profile.
+//! `/proc/cpuinfo` and this crate's version, so a restart does not re-profile. Next to it, under
+//! the same key, the node keeps its [`Calibration`]: the CPU time per frame each descendant took
+//! in operation, so a restarted node plans with what frames really cost from its first plan.
 
 pub mod alloc;
 
@@ -299,6 +301,75 @@ pub struct ProfileCache {
     dir: PathBuf,
 }
 
+/// What frames of a model's descendants cost in operation on this machine (the node's
+/// re-calibration, `scheduler.calibration_period_s`), persisted in the [`ProfileCache`] under
+/// the profile's key so that a restart starts calibrated. Valid only for the same model
+/// (manifest hash), CPU model and crate version, like the profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Task name from the manifest.
+    pub task: String,
+    /// SHA-256 of `manifest.yaml`.
+    pub model_sha256: String,
+    /// CPU model string (`/proc/cpuinfo`).
+    pub cpu_model: String,
+    /// Version of this crate that measured.
+    pub crate_version: String,
+    /// Seconds since the Unix epoch when stored.
+    pub created_unix_s: u64,
+    /// Descendant names, ladder order.
+    pub descendants: Vec<String>,
+    /// Per descendant, thread CPU seconds one frame took in operation (`None`: not observed).
+    pub cpu_s_per_frame: Vec<Option<f64>>,
+}
+
+impl Calibration {
+    /// A calibration of `model` on this machine from per-descendant observations (seconds per
+    /// frame; entries that are not finite and > 0 become `None`; resized to the ladder).
+    pub fn new(model: &MultiCapacityModel, cpu_s_per_frame: &[Option<f64>]) -> Calibration {
+        let descendants: Vec<String> = model
+            .manifest()
+            .descendants
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        let cpu_s_per_frame = (0..descendants.len())
+            .map(|d| {
+                cpu_s_per_frame
+                    .get(d)
+                    .copied()
+                    .flatten()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+            })
+            .collect();
+        Calibration {
+            task: model.manifest().task.clone(),
+            model_sha256: model.manifest_sha256().to_string(),
+            cpu_model: cpu_model(),
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_unix_s: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            descendants,
+            cpu_s_per_frame,
+        }
+    }
+
+    /// True if this calibration was made for `model` on this machine by this crate version.
+    pub fn matches(&self, model: &MultiCapacityModel) -> bool {
+        self.model_sha256 == model.manifest_sha256()
+            && self.cpu_model == cpu_model()
+            && self.crate_version == env!("CARGO_PKG_VERSION")
+            && self.cpu_s_per_frame.len() == model.num_descendants()
+            && self.descendants.len() == model.num_descendants()
+            && self
+                .descendants
+                .iter()
+                .zip(&model.manifest().descendants)
+                .all(|(a, b)| *a == b.name)
+    }
+}
+
 /// Whether [`load_or_profile`] measured or read the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileOrigin {
@@ -333,6 +404,37 @@ impl ProfileCache {
 
     /// The file a model's profile on this machine lives in.
     pub fn path_for(&self, model: &MultiCapacityModel) -> PathBuf {
+        self.file_for("profile", model)
+    }
+
+    /// The file a model's [`Calibration`] on this machine lives in (same key as the profile).
+    pub fn calibration_path_for(&self, model: &MultiCapacityModel) -> PathBuf {
+        self.file_for("calibration", model)
+    }
+
+    /// The stored calibration of `model` on this machine, if present and made for this model,
+    /// CPU and crate version (anything else is ignored).
+    pub fn load_calibration(&self, model: &MultiCapacityModel) -> Option<Calibration> {
+        let text = std::fs::read_to_string(self.calibration_path_for(model)).ok()?;
+        let c: Calibration = serde_json::from_str(&text).ok()?;
+        c.matches(model).then_some(c)
+    }
+
+    /// Writes `calibration` for `model` (atomically: temporary file, then rename).
+    ///
+    /// # Errors
+    /// [`ProfileError::Cache`] if the folder or file cannot be written.
+    pub fn store_calibration(
+        &self,
+        model: &MultiCapacityModel,
+        calibration: &Calibration,
+    ) -> Result<PathBuf, ProfileError> {
+        let path = self.calibration_path_for(model);
+        self.write_atomic(&path, calibration)?;
+        Ok(path)
+    }
+
+    fn file_for(&self, kind: &str, model: &MultiCapacityModel) -> PathBuf {
         let key = crate::model::sha256_hex(
             format!(
                 "{}\n{}\n{}",
@@ -354,7 +456,7 @@ impl ProfileCache {
                 }
             })
             .collect();
-        self.dir.join(format!("profile-{task}-{}.json", &key[..16]))
+        self.dir.join(format!("{kind}-{task}-{}.json", &key[..16]))
     }
 
     /// The cached profile of `model` on this machine, if present and matching (a stale,
@@ -382,20 +484,26 @@ impl ProfileCache {
         model: &MultiCapacityModel,
         profile: &ModelProfile,
     ) -> Result<PathBuf, ProfileError> {
+        let path = self.path_for(model);
+        self.write_atomic(&path, profile)?;
+        Ok(path)
+    }
+
+    /// Writes `value` as JSON to `path` in the cache folder: a temporary file in the same
+    /// folder, then a rename, so readers see the old file or the new one, never a torn one.
+    fn write_atomic<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), ProfileError> {
         let cache_err = |path: &Path| {
             let path = path.to_path_buf();
             move |error| ProfileError::Cache { path, error }
         };
         std::fs::create_dir_all(&self.dir).map_err(cache_err(&self.dir))?;
-        let path = self.path_for(model);
         let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-        let text = serde_json::to_string_pretty(profile).map_err(|e| ProfileError::Cache {
-            path: path.clone(),
+        let text = serde_json::to_string_pretty(value).map_err(|e| ProfileError::Cache {
+            path: path.to_path_buf(),
             error: std::io::Error::other(e),
         })?;
         std::fs::write(&tmp, text).map_err(cache_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(cache_err(&path))?;
-        Ok(path)
+        std::fs::rename(&tmp, path).map_err(cache_err(path))
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use common::{write_model, Synth};
 use nestdnn::model::MultiCapacityModel;
 use nestdnn::profile::{
-    load_or_profile, profile_model, MemorySource, ProfileCache, ProfileOptions, ProfileOrigin,
+    load_or_profile, profile_model, Calibration, MemorySource, ProfileCache, ProfileOptions,
+    ProfileOrigin,
 };
 
 #[global_allocator]
@@ -87,4 +88,59 @@ fn cache_is_keyed_by_model_and_reused() {
     let m2 = MultiCapacityModel::load(dir2.path()).unwrap();
     assert_ne!(cache.path_for(&m2), path);
     assert!(cache.load(&m2).is_none());
+}
+
+#[test]
+fn calibration_is_kept_per_model_and_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = ProfileCache::new(cache_dir.path().join("sub"));
+    write_model(dir.path(), &Synth::default());
+    let m = MultiCapacityModel::load(dir.path()).unwrap();
+    assert!(cache.load_calibration(&m).is_none());
+    // Not finite / not positive entries are dropped; the vector is sized to the ladder.
+    let c = Calibration::new(&m, &[Some(2e-4), Some(f64::NAN), Some(-1.0), Some(5e-4)]);
+    assert_eq!(c.cpu_s_per_frame, vec![Some(2e-4), None, None]);
+    assert_eq!(c.descendants, ["d0", "d1", "d2"]);
+    let path = cache.store_calibration(&m, &c).unwrap();
+    assert_eq!(path, cache.calibration_path_for(&m));
+    assert_ne!(path, cache.path_for(&m), "next to the profile, not over it");
+    assert_eq!(cache.load_calibration(&m), Some(c.clone()));
+    // Only the file itself is left (temporary file renamed over it).
+    let names: Vec<String> = std::fs::read_dir(cache.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    // Another model version (other weights: other manifest hash) does not see it.
+    let dir2 = tempfile::tempdir().unwrap();
+    write_model(
+        dir2.path(),
+        &Synth {
+            seed: 9,
+            ..Synth::default()
+        },
+    );
+    let m2 = MultiCapacityModel::load(dir2.path()).unwrap();
+    assert_ne!(cache.calibration_path_for(&m2), path);
+    assert!(cache.load_calibration(&m2).is_none());
+    // Copied onto m2's key, it is still refused (its content names m's manifest).
+    std::fs::copy(&path, cache.calibration_path_for(&m2)).unwrap();
+    assert!(cache.load_calibration(&m2).is_none());
+    // Measured on another machine or by another crate version: refused.
+    for (cpu, version) in [("Other CPU (x86_64)", None), ("", Some("0.0.0-other"))] {
+        let mut foreign = c.clone();
+        if !cpu.is_empty() {
+            foreign.cpu_model = cpu.into();
+        }
+        if let Some(v) = version {
+            foreign.crate_version = v.into();
+        }
+        std::fs::write(&path, serde_json::to_string(&foreign).unwrap()).unwrap();
+        assert!(cache.load_calibration(&m).is_none(), "{cpu} {version:?}");
+    }
+    // A corrupt file is ignored.
+    std::fs::write(&path, "{ torn").unwrap();
+    assert!(cache.load_calibration(&m).is_none());
 }
