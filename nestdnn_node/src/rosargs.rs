@@ -431,6 +431,22 @@ impl NameContext {
     }
 }
 
+impl NameContext {
+    /// The topic an `image_transport` subscriber of base topic `base` subscribes for the
+    /// transport `suffix` (e.g. `compressed`), as `image_transport` names it: the base is
+    /// resolved and remapped first, the suffix appended, and the result remapped again. So
+    /// both a remap of the camera's base topic (`-r camera/image_raw:=/cam0/image`: subscribes
+    /// `/cam0/image/compressed`) and one of the full transport topic
+    /// (`-r camera/image_raw/compressed:=/cam0/jpeg`) apply to a compressed task.
+    ///
+    /// # Errors
+    /// As [`NameContext::resolve`], also for an invalid `suffix`.
+    pub fn image_transport_topic(&self, base: &str, suffix: &str) -> Result<String, RosArgsError> {
+        let base = self.topic(base)?;
+        self.topic(&format!("{base}/{suffix}"))
+    }
+}
+
 fn join(ns: &str, rest: &str) -> String {
     if ns == "/" {
         format!("/{rest}")
@@ -747,6 +763,42 @@ mod tests {
         assert_eq!(root.resolve("x").unwrap(), "/x");
         assert_eq!(NameContext::new("n", "ns/").unwrap().namespace, "/ns");
         assert_eq!(split_topic("/a/b/c"), ("/a/b", "c"));
+
+        // image_transport: a remap of the base topic moves its /compressed subtopic along; a
+        // remap of the full transport topic wins over it; unmapped names resolve as usual.
+        let it = parse(
+            "--ros-args -r __ns:=/robot -r cam/image_raw:=/cam0/image              -r front/image_raw/compressed:=/front/jpeg -r ~/img:=/abs/img",
+        )
+        .unwrap()
+        .name_context("nestdnn_node")
+        .unwrap();
+        assert_eq!(
+            it.image_transport_topic("cam/image_raw", "compressed")
+                .unwrap(),
+            "/cam0/image/compressed"
+        );
+        assert_eq!(
+            it.image_transport_topic("/robot/cam/image_raw", "compressed")
+                .unwrap(),
+            "/cam0/image/compressed"
+        );
+        assert_eq!(
+            it.image_transport_topic("front/image_raw", "compressed")
+                .unwrap(),
+            "/front/jpeg"
+        );
+        assert_eq!(
+            it.image_transport_topic("~/img", "compressed").unwrap(),
+            "/abs/img/compressed"
+        );
+        assert_eq!(
+            it.image_transport_topic("other/image_raw", "compressed")
+                .unwrap(),
+            "/robot/other/image_raw/compressed"
+        );
+        assert!(it
+            .image_transport_topic("cam/image_raw", "bad name")
+            .is_err());
         assert_eq!(split_topic("/c"), ("/", "c"));
     }
 
