@@ -55,6 +55,11 @@ use crate::scheduler::{Plan, TaskStatus};
 /// mean until then, then an exponential mean with weight 1/`CPU_HORIZON_FRAMES` per frame).
 pub const CPU_HORIZON_FRAMES: u64 = 128;
 
+/// How long a task's first frame after it starts or resumes waits for the descendant the plan
+/// chose ([`InferenceModel::wait_ready`]; an on-demand build takes milliseconds); after that
+/// it runs on the descendant the model holds.
+pub const START_SWITCH_WAIT: Duration = Duration::from_secs(2);
+
 /// Errors of starting and steering the runtime.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -258,6 +263,8 @@ struct State<I> {
     frame: Option<(I, Instant)>,
     enabled: bool,
     active: bool,
+    /// The task just started or resumed: its next frame waits for the planned descendant.
+    fresh: bool,
     last_received: Option<Instant>,
     closed: bool,
     finish_pending: bool,
@@ -333,6 +340,7 @@ impl<M: InferenceModel> Runtime<M> {
                     frame: None,
                     enabled: true,
                     active: false,
+                    fresh: true,
                     last_received: None,
                     closed: false,
                     finish_pending: false,
@@ -424,6 +432,7 @@ impl<M: InferenceModel> Runtime<M> {
         }
         let started = !st.active;
         st.active = true;
+        st.fresh |= started;
         drop(st);
         t.wake.notify_one();
         if started {
@@ -450,6 +459,7 @@ impl<M: InferenceModel> Runtime<M> {
         let now = Instant::now();
         let mut st = t.state.lock();
         st.cpu.refill(now);
+        st.fresh |= st.cpu.rate <= 0.0 && share > 0.0;
         st.cpu.rate = share;
         st.cpu.cap = share * self.opts.burst.as_secs_f64();
         st.cpu.tokens = st.cpu.tokens.min(st.cpu.cap);
@@ -734,7 +744,7 @@ fn worker<M: InferenceModel>(
     opts: RuntimeOptions,
 ) {
     loop {
-        let (input, pushed_at) = {
+        let ((input, pushed_at), fresh) = {
             let mut st = t.state.lock();
             loop {
                 let now = Instant::now();
@@ -743,7 +753,7 @@ fn worker<M: InferenceModel>(
                 if st.closed {
                     if st.finish_pending {
                         if let Some(f) = st.frame.take() {
-                            break f;
+                            break (f, false);
                         }
                     } else if st.frame.take().is_some() {
                         st.stats.dropped += 1;
@@ -761,12 +771,19 @@ fn worker<M: InferenceModel>(
                     Some(_) => {
                         if let Some(f) = st.frame.take() {
                             st.pace.tokens -= 1.0;
-                            break f;
+                            break (f, std::mem::take(&mut st.fresh));
                         }
                     }
                 }
             }
         };
+        if fresh && !t.model.wait_ready(START_SWITCH_WAIT) {
+            log::warn!(
+                "task {}: the planned descendant is not ready after {:?}: the first frame runs on the one held",
+                t.name,
+                START_SWITCH_WAIT
+            );
+        }
         let started = Instant::now();
         let cpu0 = thread_cpu_time();
         let result = t.model.run(&mut state, input);

@@ -129,8 +129,16 @@ def test_budget_and_priority_replan(node, cameras, dp):
     assert proc.alive()
 
 
-def test_compressed_camera(procs, models, tmp_path, dp):
-    """A task on `<image_topic>/compressed` (PNG, lossless: the classes must match exactly)."""
+@pytest.mark.parametrize("remap,topic", [
+    ([], "/camera_a/image_raw/compressed"),
+    # image_transport naming: a remap of the base topic moves the /compressed subtopic along,
+    (["-r", "camera_a/image_raw:=/drivers/cam0/image"], "/drivers/cam0/image/compressed"),
+    # and a remap of the full compressed topic applies too.
+    (["-r", "camera_a/image_raw/compressed:=/drivers/cam0/png"], "/drivers/cam0/png"),
+], ids=["plain", "base_remap", "full_remap"])
+def test_compressed_camera(procs, models, tmp_path, dp, remap, topic):
+    """A task on `<image_topic>/compressed` (PNG, lossless: the classes must match exactly),
+    also with its topic remapped."""
     import io
 
     from PIL import Image as PILImage
@@ -140,11 +148,12 @@ def test_compressed_camera(procs, models, tmp_path, dp):
         "fashion_vgg: {image_topic: camera_a/image_raw,", "fashion_vgg: {transport: compressed, image_topic: camera_a/image_raw,")
     params = tmp_path / "params.yaml"
     params.write_text(text)
-    proc = procs([binary("nestdnn_node"), "--ros-args", "--params-file", str(params)], name="node")
+    proc = procs([binary("nestdnn_node"), "--ros-args", "--params-file", str(params)] + remap,
+                 name="node")
     plans = Collector(dp, "/nestdnn/plan", r.Plan, r.LATCHED_READER)
     assert plans.wait(lambda p: p, STARTUP_S), proc.text()
     fx = Fixtures(f"{models}/fashion_vgg")
-    w = r.writer(dp, "/camera_a/image_raw/compressed", r.CompressedImage, r.SENSOR_DATA)
+    w = r.writer(dp, topic, r.CompressedImage, r.SENSOR_DATA)
     res = Collector(dp, "/nestdnn/fashion_vgg/result", r.InferenceResult, r.RELIABLE_READER)
     pngs = []
     for img in fx.images:
@@ -162,4 +171,4 @@ def test_compressed_camera(procs, models, tmp_path, dp):
     for x in res.items:
         _, ok = fx.expected(x.descendant, int(x.header.frame_id.split(":")[0]))
         assert x.class_id in ok, (x.descendant, x.header.frame_id, x.class_id, ok)
-    assert "/camera_a/image_raw/compressed" in proc.text()
+    assert topic in proc.text()

@@ -9,7 +9,7 @@
 //! in: each task's `image_topic` (`sensor_msgs/Image`, or `CompressedImage` on
 //! `<image_topic>/compressed`), `nestdnn/resource_budget`, `nestdnn/task_priority`;
 //! out: `nestdnn/<task>/classification`, `nestdnn/<task>/result`, `nestdnn/<task>/label_info`
-//! (latched), `nestdnn/plan` (latched), `/diagnostics`.
+//! (latched), `nestdnn/plan` (latched), `/diagnostics`; with `use_sim_time`, `/clock` in.
 
 use std::process::ExitCode;
 
@@ -55,9 +55,9 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
     let names = args.name_context(NODE)?;
     let cfg = load_config(&args, &names)?;
     if cfg.use_sim_time {
-        log::warn!(
-            "use_sim_time is true, but nestdnn_node runs on the wall clock (no /clock \
-             subscription): frame rates, dwell times and idle timeouts are real time"
+        log::info!(
+            "use_sim_time: stamps of plans, diagnostics and class names follow /clock; \
+             frame rates, shares and timeouts stay on the machine's clock"
         );
     }
     let opts = AppOptions {
@@ -73,6 +73,20 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
         let _ = (shutdown, names, cfg, opts);
         bail!("built without a ROS transport: enable the `dds` or `r2r` cargo feature")
     }
+}
+
+/// The name to subscribe for a task's camera: the configured topic for a raw task; for a
+/// compressed task `image_transport`'s subtopic of the (resolved and remapped) base topic,
+/// which the subscription remaps once more, as `image_transport` does
+/// ([`NameContext::image_transport_topic`]).
+#[cfg(any(feature = "dds", feature = "r2r"))]
+fn camera_topic(names: &NameContext, t: &nestdnn::node::app::TaskSetup) -> anyhow::Result<String> {
+    Ok(match t.transport {
+        nestdnn::config::Transport::Raw => t.topic.clone(),
+        nestdnn::config::Transport::Compressed => {
+            format!("{}/compressed", names.topic(&t.image_topic)?)
+        }
+    })
 }
 
 /// Topic names of the node's outputs for task `task` (relative: they resolve in the node's
@@ -91,8 +105,8 @@ mod on_dds {
     use super::*;
     use nestdnn::config::Transport;
     use nestdnn::msgs::{
-        Classification, CompressedImage, DiagnosticArray, Image, InferenceResult, LabelInfo, Plan,
-        ResourceBudget, TaskPriority,
+        Classification, Clock, CompressedImage, DiagnosticArray, Image, InferenceResult, LabelInfo,
+        Plan, ResourceBudget, TaskPriority,
     };
     use nestdnn::node::app::{App, Outputs};
     use nestdnn::rosargs::domain_id_from_env;
@@ -161,19 +175,29 @@ mod on_dds {
             diagnostics: node.publisher("/diagnostics", Qos::RELIABLE)?,
         });
         let app = Arc::new(App::start(cfg, opts, outputs)?);
+        if app.uses_sim_time() {
+            let a = app.clone();
+            node.subscribe::<Clock, _>("/clock", SubscribeOptions::small(Qos::CLOCK), move |r| {
+                match r {
+                    Ok(m) => a.on_clock(&m),
+                    Err(e) => a.on_bad_sample("clock", &e),
+                }
+            })?;
+        }
         for (i, t) in app.tasks().into_iter().enumerate() {
             let a = app.clone();
+            let topic = camera_topic(node.names(), &t)?;
             let full = match t.transport {
-                Transport::Raw => node.subscribe::<Image, _>(
-                    &t.topic,
-                    SubscribeOptions::camera(t.qos),
-                    move |r| match r {
-                        Ok(m) => a.on_image(i, m),
-                        Err(e) => a.on_bad_sample("image", &e),
-                    },
-                )?,
+                Transport::Raw => {
+                    node.subscribe::<Image, _>(&topic, SubscribeOptions::camera(t.qos), move |r| {
+                        match r {
+                            Ok(m) => a.on_image(i, m),
+                            Err(e) => a.on_bad_sample("image", &e),
+                        }
+                    })?
+                }
                 Transport::Compressed => node.subscribe::<CompressedImage, _>(
-                    &t.topic,
+                    &topic,
                     SubscribeOptions::camera(t.qos),
                     move |r| match r {
                         Ok(m) => a.on_compressed(i, m),
@@ -226,8 +250,8 @@ mod on_r2r {
     use super::*;
     use nestdnn::config::Transport;
     use nestdnn::msgs::{
-        Classification, CompressedImage, DiagnosticArray, Image, InferenceResult, LabelInfo, Plan,
-        ResourceBudget, TaskPriority,
+        Classification, Clock, CompressedImage, DiagnosticArray, Image, InferenceResult, LabelInfo,
+        Plan, ResourceBudget, TaskPriority,
     };
     use nestdnn::node::app::{App, Outputs};
     use nestdnn::transport::r2r::{R2rNode, R2rPublisher};
@@ -292,17 +316,23 @@ mod on_r2r {
             diagnostics: Mutex::new(node.publisher("/diagnostics", Qos::RELIABLE)?),
         });
         let app = Arc::new(App::start(cfg, opts, outputs)?);
+        if app.uses_sim_time() {
+            let a = app.clone();
+            node.subscribe::<Clock, _>("/clock", Qos::CLOCK, move |r| match r {
+                Ok(m) => a.on_clock(&m),
+                Err(e) => a.on_bad_sample("clock", &e),
+            })?;
+        }
         for (i, t) in app.tasks().into_iter().enumerate() {
             let a = app.clone();
+            let topic = camera_topic(node.names(), &t)?;
             match t.transport {
-                Transport::Raw => {
-                    node.subscribe::<Image, _>(&t.topic, t.qos, move |r| match r {
-                        Ok(m) => a.on_image(i, m),
-                        Err(e) => a.on_bad_sample("image", &e),
-                    })?
-                }
+                Transport::Raw => node.subscribe::<Image, _>(&topic, t.qos, move |r| match r {
+                    Ok(m) => a.on_image(i, m),
+                    Err(e) => a.on_bad_sample("image", &e),
+                })?,
                 Transport::Compressed => {
-                    node.subscribe::<CompressedImage, _>(&t.topic, t.qos, move |r| match r {
+                    node.subscribe::<CompressedImage, _>(&topic, t.qos, move |r| match r {
                         Ok(m) => a.on_compressed(i, m),
                         Err(e) => a.on_bad_sample("compressed image", &e),
                     })?

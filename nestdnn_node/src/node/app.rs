@@ -25,16 +25,16 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::throttle::Throttle;
-use super::{header_now, Shutdown};
+use super::{NodeClock, Shutdown};
 use crate::config::{NodeConfig, QosPreset, TaskConfig, Transport};
 use crate::model::{ModelError, ModelSlot, MultiCapacityModel};
 use crate::msgs::{
-    Classification, CompressedImage, DiagnosticArray, DiagnosticStatus, Header, Image,
+    Classification, Clock, CompressedImage, DiagnosticArray, DiagnosticStatus, Header, Image,
     InferenceResult, KeyValue, LabelInfo, ObjectHypothesis, ResourceBudget, TaskPriority,
     VisionClass,
 };
 use crate::preprocess::{self, Preprocessor};
-use crate::profile::{load_or_profile, ProfileCache, ProfileError, ProfileOptions};
+use crate::profile::{load_or_profile, Calibration, ProfileCache, ProfileError, ProfileOptions};
 use crate::runtime::{
     Completed, InferenceModel, PushOutcome, Runtime, RuntimeError, RuntimeOptions, Served,
     TaskCounters as RtCounters, TaskSetup as RtTaskSetup,
@@ -103,6 +103,10 @@ pub struct TaskSetup {
     pub name: String,
     /// Topic to subscribe (ROS name as configured; `/compressed` appended for compressed).
     pub topic: String,
+    /// The configured `image_topic` (the base topic; for a compressed task the transport
+    /// subscribes its `image_transport` subtopic, see
+    /// [`crate::rosargs::NameContext::image_transport_topic`]).
+    pub image_topic: String,
     /// Raw or compressed.
     pub transport: Transport,
     /// Subscription QoS.
@@ -193,6 +197,10 @@ impl InferenceModel for TaskModel {
         self.slot.request(index)
     }
 
+    fn wait_ready(&self, timeout: Duration) -> bool {
+        InferenceModel::wait_ready(&self.slot, timeout)
+    }
+
     fn num_descendants(&self) -> usize {
         self.slot.num_descendants()
     }
@@ -272,6 +280,15 @@ struct Inner {
     applied_seq: Mutex<Option<u64>>,
     /// Every task's ladder from the start-up profile; calibration scales from these.
     profiled: Vec<Arc<Ladder>>,
+    /// Every task's model (the key of its calibration in the profile cache).
+    models: Vec<Arc<MultiCapacityModel>>,
+    /// The profile cache calibrations persist in (`None`: not persisted).
+    cache: Option<ProfileCache>,
+    /// Per task, the CPU seconds per frame of each descendant the ladder in use is calibrated
+    /// with: stored at start (the previous run's), then merged with the runtime's measurements.
+    observed: Mutex<Vec<Vec<Option<f64>>>>,
+    /// The clock of published stamps (`/clock` with `use_sim_time`).
+    clock: NodeClock,
     /// How often the planner's latencies are re-calibrated from what frames really cost
     /// (`scheduler.calibration_period_s`; `None`: the start-up profile only). A task's ladder
     /// is replaced (and the node re-plans, trigger `profile_changed:<task>`) only when some
@@ -357,6 +374,10 @@ impl App {
         let mut metas = Vec::new();
         let mut specs = Vec::new();
         let mut setups = Vec::new();
+        let mut profiled = Vec::new();
+        let mut models = Vec::new();
+        let mut observed = Vec::new();
+        let cache = opts.profile_cache.as_ref().map(ProfileCache::new);
         for t in &cfg.tasks {
             let model = Arc::new(MultiCapacityModel::load(&t.model_dir).map_err(|source| {
                 AppError::Model {
@@ -364,7 +385,33 @@ impl App {
                     source,
                 }
             })?);
-            let ladder = ladder_of(&t.name, &model, &opts)?;
+            let base = ladder_of(&t.name, &model, &opts)?;
+            // The previous run's calibration (same model, machine and crate version), so the
+            // first plans use what frames cost in operation, not the cold profile.
+            let stored = match (&cache, cfg.calibration_period) {
+                (Some(c), Some(_)) => c.load_calibration(&model),
+                _ => None,
+            };
+            let ladder = match &stored {
+                Some(c) => {
+                    let l = base.calibrated(&c.cpu_s_per_frame);
+                    log::info!(
+                        "task {}: calibration from the previous run ({}): {}",
+                        t.name,
+                        c.cpu_s_per_frame.iter().filter(|x| x.is_some()).count(),
+                        l.rungs()
+                            .iter()
+                            .map(|r| format!("{}={:.2}ms", r.name, r.latency_s * 1e3))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    );
+                    l
+                }
+                None => base.clone(),
+            };
+            observed.push(stored.map(|c| c.cpu_s_per_frame).unwrap_or_default());
+            profiled.push(Arc::new(base));
+            models.push(model.clone());
             let roi = t.roi.map(|r| preprocess::Roi {
                 x: r.x,
                 y: r.y,
@@ -398,6 +445,7 @@ impl App {
                 setup: TaskSetup {
                     name: t.name.clone(),
                     topic: t.subscribed_topic(),
+                    image_topic: t.image_topic.clone(),
                     transport: t.transport,
                     qos: qos_of(t),
                 },
@@ -424,7 +472,6 @@ impl App {
                 }),
             });
         }
-        let profiled = specs.iter().map(|s| s.ladder.clone()).collect();
         let planner = Planner::new(cfg.scheduler.clone(), specs, now)?;
         let tasks = Arc::new(metas);
         let throttle = Arc::new(Throttle::new(Duration::from_secs(5)));
@@ -458,6 +505,10 @@ impl App {
             last_summary: Mutex::new(String::new()),
             applied_seq: Mutex::new(None),
             profiled,
+            models,
+            cache,
+            observed: Mutex::new(observed),
+            clock: NodeClock::new(cfg.use_sim_time),
         });
         for (i, t) in inner.tasks.iter().enumerate() {
             let class_map = t
@@ -472,7 +523,7 @@ impl App {
             inner.outputs.label_info(
                 i,
                 LabelInfo {
-                    header: header_now(""),
+                    header: inner.clock.header(""),
                     class_map,
                     threshold: 0.0,
                 },
@@ -530,6 +581,23 @@ impl App {
     /// A compressed image for task `task`.
     pub fn on_compressed(&self, task: usize, msg: CompressedImage) {
         self.inner.submit(task, Payload::Compressed(msg));
+    }
+
+    /// True if the node runs on sim time (`use_sim_time`): the transport then subscribes
+    /// `/clock` and passes each message to [`App::on_clock`].
+    pub fn uses_sim_time(&self) -> bool {
+        self.inner.clock.is_sim()
+    }
+
+    /// A `/clock` message: with `use_sim_time`, stamps of plans, diagnostics and class names
+    /// take this time from now on (ignored on the wall clock).
+    pub fn on_clock(&self, msg: &Clock) {
+        self.inner.clock.set(msg.clock);
+    }
+
+    /// The time the node stamps what it publishes with now (see [`NodeClock`]).
+    pub fn now(&self) -> crate::msgs::Time {
+        self.inner.clock.now()
     }
 
     /// A `ResourceBudget`: re-plans, or counts and logs an invalid one (the previous budget
@@ -853,10 +921,10 @@ impl Inner {
             Ok(v) => v,
             Err(e) => {
                 t.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
-                self.throttle
-                    .warn(&format!("bad frame {}", t.cfg.name), || {
-                        format!("task {}: dropped a frame: {e}", t.cfg.name)
-                    });
+                // Per task and kind: a frequent kind must not hide another one.
+                self.throttle.warn_for(&t.cfg.name, e.kind(), || {
+                    format!("task {}: dropped a frame ({}): {e}", t.cfg.name, e.kind())
+                });
                 return;
             }
         };
@@ -939,7 +1007,7 @@ impl Inner {
     }
     fn plan_msg(&self, p: &Plan, solve_ms: f64) -> crate::msgs::Plan {
         let counts: Vec<usize> = self.tasks.iter().map(|t| t.descendants.len()).collect();
-        plan_message(p, &counts, solve_ms, header_now(""))
+        plan_message(p, &counts, solve_ms, self.clock.header(""))
     }
 
     fn control(&self) {
@@ -998,11 +1066,25 @@ impl Inner {
     /// in operation, where a latency moved by more than [`CALIBRATION_THRESHOLD`]; re-plans.
     fn calibrate(&self, now: Instant) {
         for (i, t) in self.tasks.iter().enumerate() {
-            let Some(observed) = self.with_runtime(|rt| rt.cpu_per_frame(i)) else {
+            let Some(measured) = self.with_runtime(|rt| rt.cpu_per_frame(i)) else {
                 return;
             };
             let Some(base) = self.profiled.get(i) else {
                 continue;
+            };
+            // This run's measurements, and the stored ones for descendants not served yet.
+            let observed: Vec<Option<f64>> = {
+                let stored = self.observed.lock();
+                let prev = stored.get(i).map_or(&[][..], Vec::as_slice);
+                (0..base.len())
+                    .map(|d| {
+                        measured
+                            .get(d)
+                            .copied()
+                            .flatten()
+                            .or_else(|| prev.get(d).copied().flatten())
+                    })
+                    .collect()
             };
             let fresh = base.calibrated(&observed);
             let r = {
@@ -1032,11 +1114,31 @@ impl Inner {
                 );
                 planner.update_profile(&t.cfg.name, fresh, now)
             };
+            self.persist_calibration(i, observed);
             match r {
                 Ok(Some(p)) => self.apply(&p, 0.0),
                 Ok(None) => {}
                 Err(e) => log::error!("task {}: {e}", t.cfg.name),
             }
+        }
+    }
+
+    /// Keeps task `task`'s calibration (CPU seconds per frame per descendant) for the next
+    /// start, in the profile cache (atomic write); failures are logged, not fatal.
+    fn persist_calibration(&self, task: usize, observed: Vec<Option<f64>>) {
+        let (Some(cache), Some(model)) = (&self.cache, self.models.get(task)) else {
+            return;
+        };
+        let name = self.tasks.get(task).map_or("", |t| t.cfg.name.as_str());
+        let cal = Calibration::new(model, &observed);
+        if let Some(slot) = self.observed.lock().get_mut(task) {
+            *slot = observed;
+        }
+        match cache.store_calibration(model, &cal) {
+            Ok(path) => log::debug!("task {name}: calibration kept in {}", path.display()),
+            Err(e) => self.throttle.warn_for(name, "calibration_store", || {
+                format!("task {name}: cannot keep the calibration: {e}")
+            }),
         }
     }
 
@@ -1164,7 +1266,7 @@ impl Inner {
             ],
         });
         DiagnosticArray {
-            header: header_now(""),
+            header: self.clock.header(""),
             status,
         }
     }

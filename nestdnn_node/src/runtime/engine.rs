@@ -52,6 +52,16 @@ pub trait InferenceModel: Send + Sync + 'static {
 
     /// Number of descendants.
     fn num_descendants(&self) -> usize;
+
+    /// Waits up to `timeout` until the descendant last requested serves frames (an on-demand
+    /// build finished); true if it does. The runtime calls it on the worker thread before the
+    /// first frame after a task starts or resumes, so that frame runs on the planned
+    /// descendant rather than on the one the slot held while idle. Default: true at once
+    /// (switches take effect immediately).
+    fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let _ = timeout;
+        true
+    }
 }
 
 /// A real task model: a [`ModelSlot`] (resident or on-demand switching); inputs are
@@ -89,6 +99,10 @@ impl InferenceModel for ModelSlot {
 
     fn num_descendants(&self) -> usize {
         ModelSlot::num_descendants(self)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> bool {
+        self.wait_idle(timeout)
     }
 }
 

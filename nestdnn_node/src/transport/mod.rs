@@ -103,6 +103,13 @@ impl Qos {
         durability: Durability::Volatile,
         depth: 10,
     };
+    /// rclcpp's `ClockQoS` for `/clock` (with `use_sim_time`): best effort, volatile, keep
+    /// last 1 (matches reliable and best-effort clock publishers alike).
+    pub const CLOCK: Qos = Qos {
+        reliability: Reliability::BestEffort,
+        durability: Durability::Volatile,
+        depth: 1,
+    };
 
     /// A profile by configuration name: `sensor_data` (alias `best_effort`), `reliable`
     /// (alias `default`, `system_default`), `latched` (alias `transient_local`).
