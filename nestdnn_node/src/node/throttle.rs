@@ -1,6 +1,7 @@
 //! Throttled logging of bad input: the first occurrence of each kind is logged at once, later
 //! ones at most once per interval with the number suppressed meanwhile (counters keep every
-//! occurrence; logs must not flood under a burst of bad frames).
+//! occurrence; logs must not flood under a burst of bad frames). Keys name the task *and* the
+//! kind of problem ([`Throttle::warn_for`]), so a frequent kind cannot hide another one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -48,6 +49,18 @@ impl Throttle {
         }
     }
 
+    /// The key of problem `kind` (e.g. [`crate::preprocess::PreprocessError::kind`]) of
+    /// task `task`: each (task, kind) pair is throttled on its own.
+    pub fn key_for(task: &str, kind: &str) -> String {
+        format!("{kind} [{task}]")
+    }
+
+    /// Logs `msg` at warn level if allowed for problem `kind` of task `task` (see
+    /// [`Throttle::key_for`]).
+    pub fn warn_for(&self, task: &str, kind: &str, msg: impl FnOnce() -> String) {
+        self.warn(&Self::key_for(task, kind), msg);
+    }
+
     /// Logs `msg` at warn level under `key` if allowed.
     pub fn warn(&self, key: &str, msg: impl FnOnce() -> String) {
         if let Some(n) = self.allow(key) {
@@ -73,5 +86,24 @@ mod tests {
         assert_eq!(t.allow("b"), Some(0));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(t.allow("a"), Some(2));
+    }
+
+    #[test]
+    fn kinds_of_one_task_do_not_hide_each_other() {
+        let t = Throttle::new(Duration::from_secs(60));
+        let short = Throttle::key_for("cam", "data_too_short");
+        let enc = Throttle::key_for("cam", "unknown_encoding");
+        assert_eq!(t.allow(&short), Some(0));
+        assert_eq!(t.allow(&short), None, "same task and kind: throttled");
+        assert_eq!(
+            t.allow(&enc),
+            Some(0),
+            "another kind of the same task: logged"
+        );
+        assert_eq!(
+            t.allow(&Throttle::key_for("cam2", "data_too_short")),
+            Some(0)
+        );
+        assert_ne!(short, enc);
     }
 }
