@@ -1,6 +1,6 @@
 """ROS 2 message types and QoS for an independent DDS peer (Eclipse Cyclone DDS, PyPI `cyclonedds`).
 
-Declared by hand from the .msg files, following docs/ros2-notes.md: DDS type names
+Declared by hand from the .msg files, following docs/ros2.md (section 8): DDS type names
 `pkg::msg::dds_::Type_`, topics `rt/<name>`, keyless `@final` structs, classic CDR (XCDR1),
 `uint8[]` declared as `sequence[uint8]` with the member machine swapped for `BytesMachine`
 (one memcpy instead of a per-element Python loop; wire-identical).

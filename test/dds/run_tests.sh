@@ -20,7 +20,7 @@ if [ -z "${NESTDNN_BIN_DIR:-}" ]; then
   cargo build --profile test -p nestdnn_node --bin nestdnn_node --bin resource_monitor --bin nestdnn >&2
   export NESTDNN_BIN_DIR="$root/target/debug"
 fi
-# Cyclone: big enough receive buffers for camera frames (docs/ros2-notes.md P11).
+# Cyclone: big enough receive buffers for camera frames (docs/ros2.md, section 8).
 export CYCLONEDDS_URI='<CycloneDDS><Domain><Internal><SocketReceiveBufferSize min="4MB"/></Internal></Domain></CycloneDDS>'
 export ROS_DISTRO=${ROS_DISTRO:-jazzy}
 echo "==> DDS tests in a private network namespace"

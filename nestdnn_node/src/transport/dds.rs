@@ -3,7 +3,7 @@
 //! One [`DdsNode`] is one ROS node: a DDS participant on the domain of `ROS_DOMAIN_ID`, a
 //! ros2-client node named and namespaced from the command line, and a small executor thread
 //! that spins the node, drains subscriptions into callbacks, and publishes queued messages.
-//! The tuning of `docs/ros2-notes.md` is applied here:
+//! The tuning described in `docs/ros2.md` (section 8) is applied here:
 //!
 //! - the domain id is passed explicitly (ros2-client ignores `ROS_DOMAIN_ID`);
 //! - subscriptions may cap the RustDDS sample cache ([`SubscribeOptions::cache_limit`]): the
