@@ -25,6 +25,8 @@ from cyclonedds.util import duration
 XCDR1 = Policy.DataRepresentation(use_cdrv0_representation=True)
 SENSOR_DATA = Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5),
                   Policy.Durability.Volatile, XCDR1)
+# rclcpp's ClockQoS (/clock): best effort, keep last 1.
+CLOCK = Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(1), Policy.Durability.Volatile, XCDR1)
 LATCHED = Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(1),
               Policy.Durability.TransientLocal, XCDR1)
 RELIABLE = Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.History.KeepLast(10),
@@ -51,6 +53,12 @@ def _bytes_member(cls, name):
 class Time(IdlStruct, typename="builtin_interfaces::msg::dds_::Time_"):
     sec: int32 = 0
     nanosec: uint32 = 0
+
+
+@dataclass
+@final
+class Clock(IdlStruct, typename="rosgraph_msgs::msg::dds_::Clock_"):
+    clock: Time = field(default_factory=Time)
 
 
 def now():

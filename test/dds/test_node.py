@@ -172,3 +172,34 @@ def test_compressed_camera(procs, models, tmp_path, dp, remap, topic):
         _, ok = fx.expected(x.descendant, int(x.header.frame_id.split(":")[0]))
         assert x.class_id in ok, (x.descendant, x.header.frame_id, x.class_id, ok)
     assert topic in proc.text()
+
+
+def test_use_sim_time_stamps_plans_from_clock(procs, models, tmp_path, dp):
+    """With use_sim_time the node takes /clock (rosgraph_msgs/Clock) for the stamps of its
+    plans: zero before the first /clock, then the simulated time, not the wall clock."""
+    params = write_params(tmp_path / "params.yaml", models)
+    proc = procs([binary("nestdnn_node"), "--ros-args", "--params-file", params,
+                  "-p", "use_sim_time:=true"], name="node")
+    plans = Collector(dp, "/nestdnn/plan", r.Plan, r.LATCHED_READER)
+    assert plans.wait(lambda p: p, STARTUP_S), proc.text()
+    first = plans.items[0]
+    assert (first.header.stamp.sec, first.header.stamp.nanosec) == (0, 0), first.header
+    clock = r.writer(dp, "/clock", r.Clock, r.CLOCK)
+    op_budget = r.writer(dp, "/nestdnn/resource_budget", r.ResourceBudget, r.LATCHED)
+    sim = r.Time(sec=1234, nanosec=500)
+    end = time.time() + 30
+    cores = 1.0
+    while time.time() < end:
+        for _ in range(10):  # the node's /clock reader may take a moment to match
+            clock.write(r.Clock(clock=sim))
+            time.sleep(0.02)
+        op_budget.write(budget(cores))  # a new budget: a new plan, stamped by the node
+        cores += 0.25
+        if plans.wait(lambda ps: any(p.trigger == "budget" and p.header.stamp.sec == 1234 for p in ps), 0.5):
+            break
+    stamped = [p for p in plans.items if p.trigger == "budget" and p.header.stamp.sec == 1234]
+    assert stamped, [(p.trigger, p.header.stamp) for p in plans.items] + [proc.text()]
+    assert stamped[0].header.stamp.nanosec == 500
+    # No plan carries a wall-clock stamp.
+    wall = time.time() - 3600
+    assert all(p.header.stamp.sec < wall for p in plans.items), [p.header.stamp for p in plans.items]
