@@ -6,7 +6,8 @@
 #   2. DDS integration tests against Cyclone DDS, inside a private loopback-only network
 #      namespace (needs root for `unshare -n`), and a 1-minute soak run (scripts/soak.sh);
 #   3. the offline stage (models/): committed artifacts and a tiny pipeline run end to end;
-#   4. smoke runs of the main job (bag replay) and of the multi-tenant benchmark.
+#   4. smoke runs of the main job (bag replay) and of the multi-tenant benchmark;
+#   5. a short fuzzing pass over the parsers of outside data (scripts/fuzz.sh).
 # Set NESTDNN_SKIP_R2R=1 to skip the r2r type-check (slow on a cold cache).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -60,4 +61,6 @@ step "smoke: nestdnn bench multitenant --quick"
 cargo build -q --profile test -p nestdnn_node --bin nestdnn
 target/debug/nestdnn bench multitenant --quick --report "$tmp/multitenant-quick.json"
 target/debug/nestdnn bench table --report "$tmp/multitenant-quick.json" >/dev/null
+step "fuzzing: scripts/fuzz.sh --seconds 15 (AFL++, 7 targets)"
+scripts/fuzz.sh --seconds 15
 step "all tests passed"

@@ -488,7 +488,21 @@ impl Preprocessor {
         limits.max_image_height = Some(MAX_SIDE);
         limits.max_alloc = Some(MAX_DECODE_BYTES);
         reader.limits(limits);
-        let decoded = reader.decode().map_err(decode_err)?;
+        // The decoders are third-party code run on outside data, and zune-jpeg 0.5 asserts on
+        // some malformed JPEGs (found by the `preprocess` fuzz target; regression test in
+        // tests/fuzz_regressions.rs): a panic while decoding is a decode error too.
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()))
+            .map_err(|p| PreprocessError::Decode {
+                format: name,
+                reason: format!(
+                    "decoder failed: {}",
+                    p.downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_default()
+                ),
+            })?
+            .map_err(decode_err)?;
         check_dims(decoded.width(), decoded.height())?;
         let region = self.region(decoded.width(), decoded.height())?;
         match decoded {
