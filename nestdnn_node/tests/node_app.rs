@@ -453,7 +453,11 @@ fn runtime_first_frame_waits_for_the_switch_later_frames_do_not() {
 /// The `inputs` diagnostic status of the latest diagnostics array: (level, message).
 fn inputs_status(rec: &Recorder) -> Option<(u8, String)> {
     let d = rec.diagnostics.lock();
-    let s = d.last()?.status.iter().find(|s| s.name.ends_with("inputs"))?;
+    let s = d
+        .last()?
+        .status
+        .iter()
+        .find(|s| s.name.ends_with("inputs"))?;
     Some((s.level, s.message.clone()))
 }
 
@@ -500,12 +504,19 @@ fn stale_budget_in_the_live_node_and_recovery() {
         .rfind(|p| p.trigger == "budget_stale")
         .cloned()
         .unwrap();
-    assert!((p.cpu_cores_budget - 0.05).abs() < 1e-6, "{}", p.cpu_cores_budget);
+    assert!(
+        (p.cpu_cores_budget - 0.05).abs() < 1e-6,
+        "{}",
+        p.cpu_cores_budget
+    );
     wait_until("diagnostics WARN", Duration::from_secs(10), || {
         inputs_status(&rec).is_some_and(|(l, m)| l == 1 && m.contains("budget stale"))
     });
     let (_, msg) = inputs_status(&rec).unwrap();
-    assert!(msg.contains("last budget") && msg.contains("s ago"), "{msg}");
+    assert!(
+        msg.contains("last budget") && msg.contains("s ago"),
+        "{msg}"
+    );
     // The monitor is back: the same budget as before is a change now.
     app.on_budget(&budget);
     let last = rec.plans.lock().last().cloned().unwrap();
