@@ -94,6 +94,9 @@ pub trait Outputs: Send + Sync + 'static {
     fn diagnostics(&self, msg: DiagnosticArray);
     /// Task `task`'s class names (latched), published once at start.
     fn label_info(&self, task: usize, msg: LabelInfo);
+    /// A warning the node logged (throttled as logged): bad input, a stale budget, ...
+    /// Transports ignore it (the log has it); replay puts it in its report.
+    fn warning(&self, _text: &str) {}
 }
 
 /// What a transport needs to know about a task to subscribe and publish for it.
@@ -215,6 +218,8 @@ pub struct TaskCounters {
     pub ignored: AtomicU64,
     /// Frames replaced by a newer one before they were pre-processed.
     pub dropped_before_decode: AtomicU64,
+    /// Frames whose region of interest reached past the image (clipped; still classified).
+    pub roi_clipped: AtomicU64,
 }
 
 /// Node-level counters of rejected control input.
@@ -474,7 +479,13 @@ impl App {
         }
         let planner = Planner::new(cfg.scheduler.clone(), specs, now)?;
         let tasks = Arc::new(metas);
-        let throttle = Arc::new(Throttle::new(Duration::from_secs(5)));
+        let throttle = {
+            let outputs = outputs.clone();
+            Arc::new(Throttle::with_sink(
+                Duration::from_secs(5),
+                Box::new(move |text: &str| outputs.warning(text)),
+            ))
+        };
         let sink = {
             let tasks = tasks.clone();
             let outputs = outputs.clone();
@@ -603,14 +614,16 @@ impl App {
     /// A `ResourceBudget`: re-plans, or counts and logs an invalid one (the previous budget
     /// stays in force).
     pub fn on_budget(&self, msg: &ResourceBudget) {
-        let b = Budget {
-            cpu_cores: f64::from(msg.cpu_cores_available),
-            memory_bytes: msg.memory_available_bytes,
-            cpu_load: f64::from(msg.cpu_load),
-            battery: f64::from(msg.battery_percentage),
-        };
+        let b = Budget::from_message(msg);
         let t0 = Instant::now();
+        let was_stale = self.inner.planner.lock().budget_stale();
         let r = self.inner.planner.lock().update_budget(&b, t0);
+        if was_stale && r.is_ok() {
+            log::info!(
+                "ResourceBudget received again ({:.2} cores): the budget is no longer stale",
+                b.cpu_cores
+            );
+        }
         match r {
             Ok(plan) => {
                 self.inner
@@ -928,6 +941,24 @@ impl Inner {
                 return;
             }
         };
+        let clipped = match payload {
+            Payload::Raw(m) => t.pre.roi_clipped(m.width, m.height),
+            Payload::Compressed(m) => t.pre.roi_clipped_compressed(&preprocess::CompressedImage {
+                format: &m.format,
+                data: &m.data,
+            }),
+        };
+        if clipped {
+            t.counters.roi_clipped.fetch_add(1, Ordering::Relaxed);
+            self.throttle.warn_for(&t.cfg.name, "roi_clipped", || {
+                format!(
+                    "task {}: the region of interest {:?} reaches past the image and is clipped: the model sees less than configured (check `{}.roi` against the camera resolution)",
+                    t.cfg.name,
+                    t.pre.roi(),
+                    t.cfg.name
+                )
+            });
+        }
         let prepared = Prepared {
             tensor,
             header: header.clone(),
@@ -1016,8 +1047,15 @@ impl Inner {
         let mut prev: Vec<RtCounters> = Vec::new();
         let mut calibrated_at = Instant::now();
         loop {
-            let review = self.planner.lock().next_review();
-            let wait = review
+            let (review, stale_at) = {
+                let p = self.planner.lock();
+                (p.next_review(), p.budget_deadline())
+            };
+            let wake = match (review, stale_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait = wake
                 .map(|r| r.saturating_duration_since(Instant::now()))
                 .unwrap_or(period)
                 .min(period.saturating_sub(last.elapsed()))
@@ -1028,6 +1066,17 @@ impl Inner {
             let now = Instant::now();
             let review = self.planner.lock().review(now);
             if let Some(p) = review {
+                self.apply(&p, 0.0);
+            }
+            let stale = self.planner.lock().check_budget(now);
+            if let Some(p) = stale {
+                let age = self.planner.lock().budget_age(now).as_secs_f64();
+                self.throttle.warn("budget stale", || {
+                    format!(
+                        "no ResourceBudget for {age:.1} s (is the resource monitor running?): planning for the safe budget of {:.2} cores (scheduler.stale_budget_cores) until one arrives",
+                        p.budget.cpu_cores
+                    )
+                });
                 self.apply(&p, 0.0);
             }
             let timeout = self.planner.lock().settings().idle_timeout;
@@ -1223,22 +1272,56 @@ impl Inner {
                         (rc.ignored + ignored).to_string(),
                     ),
                     kv("frames_bad", bad.to_string()),
+                    kv(
+                        "frames_roi_clipped",
+                        c.roi_clipped.load(Ordering::Relaxed).to_string(),
+                    ),
                     kv("inference_errors", rc.errors.to_string()),
                     kv("descendant_switches", rc.switches.to_string()),
                 ],
             });
         }
         let c = &self.counters;
+        let (stale, age, timeout) = {
+            let p = self.planner.lock();
+            (
+                p.budget_stale(),
+                p.budget_age(Instant::now()).as_secs_f64(),
+                p.settings().budget_timeout,
+            )
+        };
+        let received = self.budget_received.load(Ordering::Relaxed);
+        let (level, message) = if stale {
+            (
+                DiagnosticStatus::WARN,
+                format!(
+                    "budget stale: last budget {age:.1} s ago (timeout {:.1} s); planning for scheduler.stale_budget_cores",
+                    timeout.map_or(0.0, |t| t.as_secs_f64())
+                ),
+            )
+        } else if received {
+            (
+                DiagnosticStatus::OK,
+                format!("budget received {age:.1} s ago"),
+            )
+        } else {
+            (DiagnosticStatus::OK, "default budget in use".to_string())
+        };
         status.push(DiagnosticStatus {
-            level: DiagnosticStatus::OK,
+            level,
             name: format!("{node}: inputs"),
-            message: if self.budget_received.load(Ordering::Relaxed) {
-                "budget received".into()
-            } else {
-                "default budget in use".into()
-            },
+            message,
             hardware_id: String::new(),
             values: vec![
+                kv("budget_stale", stale.to_string()),
+                kv(
+                    "budget_age_s",
+                    if received || stale {
+                        format!("{age:.2}")
+                    } else {
+                        "-".to_string()
+                    },
+                ),
                 kv(
                     "budgets_accepted",
                     c.budgets_accepted.load(Ordering::Relaxed).to_string(),

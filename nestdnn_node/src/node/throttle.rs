@@ -8,11 +8,23 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+/// Where logged warnings also go (e.g. a replay report), besides the log.
+pub type WarningSink = Box<dyn Fn(&str) + Send + Sync>;
+
 /// Per-key log throttle.
-#[derive(Debug)]
 pub struct Throttle {
     interval: Duration,
     state: Mutex<HashMap<String, (Instant, u64)>>,
+    sink: Option<WarningSink>,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("interval", &self.interval)
+            .field("keys", &self.state.lock().len())
+            .finish()
+    }
 }
 
 impl Throttle {
@@ -21,6 +33,15 @@ impl Throttle {
         Throttle {
             interval,
             state: Mutex::new(HashMap::new()),
+            sink: None,
+        }
+    }
+
+    /// Like [`Throttle::new`]; every warning logged is also handed to `sink`.
+    pub fn with_sink(interval: Duration, sink: WarningSink) -> Throttle {
+        Throttle {
+            sink: Some(sink),
+            ..Throttle::new(interval)
         }
     }
 
@@ -64,10 +85,14 @@ impl Throttle {
     /// Logs `msg` at warn level under `key` if allowed.
     pub fn warn(&self, key: &str, msg: impl FnOnce() -> String) {
         if let Some(n) = self.allow(key) {
-            if n > 0 {
-                log::warn!("{} ({n} more like this suppressed)", msg());
+            let text = if n > 0 {
+                format!("{} ({n} more like this suppressed)", msg())
             } else {
-                log::warn!("{}", msg());
+                msg()
+            };
+            log::warn!("{text}");
+            if let Some(sink) = &self.sink {
+                sink(&text);
             }
         }
     }
