@@ -140,13 +140,9 @@ pub fn check_outputs(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<(), 
         let dir = o.parent().map(Path::to_path_buf).unwrap_or_default();
         std::fs::create_dir_all(&dir).map_err(not_writable)?;
         let probe = temp_path(&o);
+        // Replacing the output needs only its folder (the file is renamed onto it).
         File::create(&probe).map_err(not_writable)?;
         let _ = std::fs::remove_file(&probe);
-        if o.exists() {
-            // Replacing it needs only the folder; a read-only file would still be replaced,
-            // which is what the user asked for.
-            std::fs::metadata(&o).map_err(not_writable)?;
-        }
     }
     Ok(())
 }

@@ -367,3 +367,34 @@ fn budget_stale_in_replay() {
         .iter()
         .all(|p| p["trigger"] != "budget_stale"));
 }
+
+/// `--realtime` runs the live node core: its stale-budget re-plan and the warning it logs
+/// reach the report (the warnings list used to stay empty while the log warned).
+#[test]
+fn realtime_report_carries_the_node_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[
+        ("digits_vgg.transport", "compressed"),
+        ("scheduler.budget_timeout_s", "1.0"),
+    ]);
+    let o = ReplayOptions {
+        pacing: nestdnn::replay::Pacing::Realtime,
+        profiles: ProfileSource::Cache(Some(dir.path().join("cache"))),
+        ..ReplayOptions::default()
+    };
+    let r = replay(&db3(), &cfg, &o, &mut |_| {}).unwrap();
+    assert_eq!(r.status, Status::Ok, "{:?}", r.errors);
+    // The .db3 carries one budget, at 1 s: stale about a second later.
+    let stale = r
+        .plans
+        .iter()
+        .find(|p| p.trigger == "budget_stale")
+        .unwrap_or_else(|| panic!("{:?}", r.plans));
+    assert!((stale.time - 2.0).abs() < 0.6, "{}", stale.time);
+    assert_eq!(stale.budget_cores, 0.5);
+    let w = r.warnings.join("\n");
+    assert!(
+        w.contains("node at") && w.contains("no ResourceBudget for"),
+        "{w}"
+    );
+}
