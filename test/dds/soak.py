@@ -218,6 +218,10 @@ def main():
             period = 1.0 / self.hz
             t = time.time()
             while not self.stop_ev.is_set():
+                if time.time() - t > 1.0:
+                    # stalled (e.g. the machine was paused): a camera does not send what it
+                    # missed in a burst; resume the 30 Hz rhythm from now
+                    t = time.time()
                 if not self.paused.is_set():
                     i = self.sent % len(self.imgs)
                     img = self.imgs[i]
@@ -267,6 +271,7 @@ def main():
         return m
 
     rss = []
+    stalls = []
     try:
         start_monitor()
         start_node()
@@ -282,9 +287,15 @@ def main():
         next_budget = 0.0
         k_budget = 0
         next_rss = 0.0
+        prev_iter = time.time()
         while True:
             now = time.time()
             tr = now - t0
+            if now - prev_iter > 2.0:
+                # the whole machine stopped (a VM pause): phase-timed events may be skipped
+                stalls.append({"t": round(tr, 2), "s": round(now - prev_iter, 2)})
+                log_event(f"the peer's loop stalled {now - prev_iter:.1f} s")
+            prev_iter = now
             if tr >= duration:
                 break
             node = nodes[-1]
@@ -295,6 +306,7 @@ def main():
                 node.stop()
                 start_node()
                 prio = {t: [1.0, True] for t in TASKS}
+                prev_iter = time.time()
                 continue
             if kills and tr >= kills[0][0]:
                 _, sig = kills.pop(0)
@@ -308,6 +320,7 @@ def main():
                 start_node()
                 prio = {t: [1.0, True] for t in TASKS}
                 pending_enable = None
+                prev_iter = time.time()
                 continue
             if tr >= next_rss:
                 v = rss_mib(node.p.pid)
@@ -466,6 +479,7 @@ def main():
                                "signal": n.signal, "rc": n.p.returncode, "sigkilled": n.killed}
                               for n in nodes],
         "monitor_restarts": len(monitors) - 1,
+        "peer_loop_stalls": stalls,
         "events": [{"t": t, "what": w} for t, w in events],
         "definitions": {
             "frames_sent_node_up": "sent within a node incarnation's accounting window (from its first "
@@ -537,6 +551,7 @@ def account(cams, results, nodes, diags):
             s_a, s_b = start[1], end[1]
             d_w = sum(end[2][task].get(x, 0) - start[2][task].get(x, 0) for x in DROP_KEYS)
             certain_nr, amb_nr, sent_w, answered_w = 0, 0, 0, 0
+            unanswered_t = []
             for seq, ts in enumerate(times):
                 if ts <= s_a - AMBIGUOUS_S or ts > s_b:
                     continue
@@ -550,6 +565,7 @@ def account(cams, results, nodes, diags):
                 else:
                     sent_w += 1
                     certain_nr += 1
+                    unanswered_t.append(ts)
             x = min(amb_nr, max(0, d_w - certain_nr))
             lost_w = certain_nr + x - d_w
             sent_w += x
@@ -562,7 +578,9 @@ def account(cams, results, nodes, diags):
                 excess += -lost_w
             wins.append({"node": k, "from": round(s_a, 3), "to": round(s_b, 3), "sent": sent_w,
                          "answered": answered_w, "dropped_counted": d_w, "lost": max(lost_w, 0),
-                         "ambiguous_unanswered": amb_nr})
+                         "ambiguous_unanswered": amb_nr,
+                         # where unanswered frames cluster (send times, s since the epoch)
+                         "unanswered_sent_at": [round(x, 3) for x in unanswered_t[:40]] if lost_w > 0 else []})
         per_task[task] = {"frames_sent": len(times), "frames_sent_node_up": sent_up,
                           "results_received": len(res), "answered_node_up": answered_up,
                           "frames_dropped_counted": dropped_task, "results_lost": lost, "windows": wins}
