@@ -307,6 +307,22 @@ fn range(key: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigError
 }
 
 impl Reader<'_> {
+    /// A duration in seconds in [0, 3600]; 0 means off (`None`).
+    fn period(
+        &self,
+        key: &str,
+        default: Option<Duration>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let x = self.f64(
+            key,
+            default.map_or(0.0, |t| t.as_secs_f64()),
+            0.0,
+            3600.0,
+            false,
+        )?;
+        Ok((x > 0.0).then(|| Duration::from_secs_f64(x)))
+    }
+
     fn f64(
         &self,
         key: &str,
@@ -544,16 +560,10 @@ impl NodeConfig {
             tasks: out,
             scheduler,
             use_sim_time: r.bool("use_sim_time", false)?,
-            calibration_period: match r.f64(
+            calibration_period: r.period(
                 "scheduler.calibration_period_s",
-                DEFAULT_CALIBRATION_PERIOD_S,
-                0.0,
-                3600.0,
-                false,
-            )? {
-                x if x > 0.0 => Some(Duration::from_secs_f64(x)),
-                _ => None,
-            },
+                Some(Duration::from_secs_f64(DEFAULT_CALIBRATION_PERIOD_S)),
+            )?,
             source: p.file().map(Path::to_path_buf),
         })
     }
@@ -648,16 +658,7 @@ impl NodeConfig {
                 )?,
                 (memory_mb * 1048576.0).round() as u64,
             ),
-            budget_timeout: match r.f64(
-                "scheduler.budget_timeout_s",
-                d.budget_timeout.map_or(0.0, |t| t.as_secs_f64()),
-                0.0,
-                3600.0,
-                false,
-            )? {
-                x if x > 0.0 => Some(Duration::from_secs_f64(x)),
-                _ => None,
-            },
+            budget_timeout: r.period("scheduler.budget_timeout_s", d.budget_timeout)?,
             stale_budget_cores: r.f64(
                 "scheduler.stale_budget_cores",
                 d.stale_budget_cores,

@@ -453,3 +453,31 @@ fn calibration_period_default_zero_off_and_range() {
         "{e}"
     );
 }
+
+#[test]
+fn budget_timeout_default_zero_off_and_stale_budget_range() {
+    let root = pkg(&["cam_a", "cam_b"]);
+    let c = load(&root, BASIC).unwrap();
+    assert_eq!(
+        c.scheduler.budget_timeout,
+        Some(crate::scheduler::DEFAULT_BUDGET_TIMEOUT)
+    );
+    assert_eq!(c.scheduler.stale_budget_cores, 0.5);
+    let root = pkg(&["a"]);
+    let text = "nestdnn_node:\n  ros__parameters:\n    tasks: [a]\n    scheduler:\n      budget_timeout_s: 0\n      stale_budget_cores: 0.1\n";
+    let c = load(&root, text).unwrap();
+    assert_eq!(c.scheduler.budget_timeout, None);
+    assert_eq!(c.scheduler.stale_budget_cores, 0.1);
+    let text = text.replace("budget_timeout_s: 0\n", "budget_timeout_s: 1.5\n");
+    assert_eq!(
+        load(&root, &text).unwrap().scheduler.budget_timeout,
+        Some(Duration::from_millis(1500))
+    );
+    for bad in [
+        "    tasks: [a]\n    scheduler.budget_timeout_s: -1\n",
+        "    tasks: [a]\n    scheduler.stale_budget_cores: -0.5\n",
+    ] {
+        let e = err(bad, &["a"]);
+        assert!(matches!(&e, ConfigError::Range { .. }), "{e}");
+    }
+}
