@@ -90,3 +90,14 @@ fn jpeg_that_panics_the_decoder_is_a_decode_error() {
         }
     }
 }
+
+/// A compressed chunk (found via the summary's chunk index) whose inner record declares a length
+/// of ~2^56: mcap's `ChunkReader` reserved that much and the process aborted ("memory
+/// allocation failed"), in release builds too. `bag/mcap_read.rs` (`chunk_messages`) reads
+/// chunks with the linear reader's record length limit: the chunk is reported as corrupt.
+#[test]
+fn mcap_chunk_record_with_huge_length_is_an_error() {
+    let path = regressions().join("mcap-chunk-inner-record-length-huge.mcap");
+    let errors = read_all(&path);
+    assert!(!errors.is_empty(), "the damaged chunk is reported");
+}

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use mcap::records::{op, ChunkIndex, Record};
 use mcap::sans_io::{
-    LinearReaderOptions, MessageReadEvent, MessageReader, SummaryReadEvent, SummaryReader,
-    SummaryReaderOptions,
+    LinearReadEvent, LinearReader, LinearReaderOptions, MessageReadEvent, MessageReader,
+    SummaryReadEvent, SummaryReader, SummaryReaderOptions,
 };
 use mcap::{Channel, McapError, Summary};
 
@@ -356,31 +356,14 @@ impl Indexed {
             .ok_or_else(|| {
                 self.corrupt(at, format!("record length {body_len} exceeds the chunk"))
             })?;
-        let (header, data) = match mcap::parse_record(op::CHUNK, body) {
-            Ok(Record::Chunk { header, data }) => (header, data),
+        let record_end = 9 + body.len();
+        match mcap::parse_record(op::CHUNK, body) {
+            Ok(Record::Chunk { .. }) => {}
             Ok(_) => return Err(self.corrupt(at, "not a chunk record")),
             Err(e) => return Err(self.corrupt(at, e.to_string())),
-        };
-        let parsed = guarded(|| -> Result<Vec<Pending>, String> {
-            let records = mcap::read::ChunkReader::new(header, &data).map_err(|e| e.to_string())?;
-            let mut loaded = Vec::new();
-            for rec in records {
-                match rec {
-                    Ok(Record::Message { header, data }) => loaded.push(Pending {
-                        log_time: header.log_time,
-                        arrival: 0,
-                        channel: header.channel_id,
-                        data: data.into_owned(),
-                    }),
-                    Ok(_) => {}
-                    // Messages before the damage are not used either: a chunk is kept or
-                    // dropped whole, so a damaged chunk never yields garbage that happened
-                    // to parse.
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            Ok(loaded)
-        });
+        }
+        let limit = limit(self.len);
+        let parsed = guarded(|| chunk_messages(&self.buf[..record_end], limit));
         let loaded = parsed
             .and_then(|r| r)
             .map_err(|reason| self.corrupt(at, reason))?;
@@ -391,6 +374,47 @@ impl Indexed {
         }
         Ok(())
     }
+}
+
+/// The messages of one chunk record (`record`: opcode, length, body), read with the linear
+/// reader's record length limit (`limit`, from the file length). mcap's `ChunkReader` sets no
+/// limit, so a record length of 2^56 inside a compressed chunk made it reserve that much and
+/// abort (found by the `mcap` fuzz target; regression test in `tests/fuzz_regressions.rs`).
+/// Messages before damage are not used either: a chunk is kept or dropped whole, so a damaged
+/// chunk never yields garbage that happened to parse.
+fn chunk_messages(record: &[u8], limit: usize) -> Result<Vec<Pending>, String> {
+    let mut r = LinearReader::new_with_options(
+        LinearReaderOptions::default()
+            .with_skip_start_magic(true)
+            .with_skip_end_magic(true)
+            .with_validate_chunk_crcs(true)
+            .with_record_length_limit(limit),
+    );
+    let mut src = record;
+    let mut loaded = Vec::new();
+    while let Some(ev) = r.next_event() {
+        match ev.map_err(|e| e.to_string())? {
+            LinearReadEvent::ReadRequest(n) => {
+                let k = n.min(src.len());
+                r.insert(k).copy_from_slice(&src[..k]);
+                r.notify_read(k);
+                src = &src[k..];
+            }
+            LinearReadEvent::Record { data, opcode } => {
+                if let Record::Message { header, data } =
+                    mcap::parse_record(opcode, data).map_err(|e| e.to_string())?
+                {
+                    loaded.push(Pending {
+                        log_time: header.log_time,
+                        arrival: 0,
+                        channel: header.channel_id,
+                        data: data.into_owned(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 impl Iterator for Indexed {
