@@ -12,7 +12,8 @@ and twice per run (at 15 % and 30 % of it) the node is stopped (SIGTERM, then SI
 down 2 s and is restarted.
 
 Accounting of frames (per node incarnation and task). The node counts what it drops
-(/diagnostics: frames_dropped_overrun, _inactive, frames_bad, inference_errors; cumulative per
+(/diagnostics: frames_dropped_overrun, _inactive, frames_bad, inference_errors,
+frames_lost_transport (publisher sequence gaps seen by the subscription); cumulative per
 incarnation). An incarnation's window runs from its first diagnostics message that counts a
 received frame of the task to its last diagnostics message (for the last incarnation: after the
 cameras stopped and the node drained). Frames sent in the window that have no result and are
@@ -44,7 +45,8 @@ AMBIGUOUS_S = 0.15                  # see the module doc
 MONITOR_TRACE = [1.0, 0.12, 0.06, 0.25, 0.03, 0.5]   # cores, 4 s each (looped)
 PEER_BUDGETS = [0.4, 0.09, 0.15, 0.04]                    # never equal to a trace value
 PRIORITIES = [0.5, 1.0, 2.0, 4.0, 8.0]
-DROP_KEYS = ["frames_dropped_overrun", "frames_dropped_inactive", "frames_bad", "inference_errors"]
+DROP_KEYS = ["frames_dropped_overrun", "frames_dropped_inactive", "frames_bad", "inference_errors",
+             "frames_lost_transport"]
 
 
 def only_loopback():

@@ -186,23 +186,29 @@ mod on_dds {
         }
         for (i, t) in app.tasks().into_iter().enumerate() {
             let a = app.clone();
+            let lost = {
+                let a = app.clone();
+                move |n| a.on_frames_lost(i, n)
+            };
             let topic = camera_topic(node.names(), &t)?;
             let full = match t.transport {
-                Transport::Raw => {
-                    node.subscribe::<Image, _>(&topic, SubscribeOptions::camera(t.qos), move |r| {
-                        match r {
-                            Ok(m) => a.on_image(i, m),
-                            Err(e) => a.on_bad_sample("image", &e),
-                        }
-                    })?
-                }
-                Transport::Compressed => node.subscribe::<CompressedImage, _>(
+                Transport::Raw => node.subscribe_counting_gaps::<Image, _, _>(
+                    &topic,
+                    SubscribeOptions::camera(t.qos),
+                    move |r| match r {
+                        Ok(m) => a.on_image(i, m),
+                        Err(e) => a.on_bad_sample("image", &e),
+                    },
+                    lost,
+                )?,
+                Transport::Compressed => node.subscribe_counting_gaps::<CompressedImage, _, _>(
                     &topic,
                     SubscribeOptions::camera(t.qos),
                     move |r| match r {
                         Ok(m) => a.on_compressed(i, m),
                         Err(e) => a.on_bad_sample("compressed image", &e),
                     },
+                    lost,
                 )?,
             };
             log::info!(

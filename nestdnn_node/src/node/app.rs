@@ -220,6 +220,9 @@ pub struct TaskCounters {
     pub dropped_before_decode: AtomicU64,
     /// Frames whose region of interest reached past the image (clipped; still classified).
     pub roi_clipped: AtomicU64,
+    /// Frames the transport saw lost before they reached the node (publisher sequence gaps:
+    /// network drops, reader-cache overwrites), as reported by [`App::on_frames_lost`].
+    pub lost_in_transport: AtomicU64,
 }
 
 /// Node-level counters of rejected control input.
@@ -699,6 +702,22 @@ impl App {
                     .warn("priority", || format!("TaskPriority rejected: {e}"));
             }
         }
+    }
+
+    /// The transport noticed `n` frames of task `task` lost before delivery (sequence gaps of
+    /// the camera's publisher): counted in `/diagnostics` (`frames_lost_transport`) and
+    /// logged throttled; the node keeps serving.
+    pub fn on_frames_lost(&self, task: usize, n: u64) {
+        let Some(t) = self.inner.tasks.get(task) else {
+            return;
+        };
+        t.counters.lost_in_transport.fetch_add(n, Ordering::Relaxed);
+        self.inner.throttle.warn_for(&t.cfg.name, "lost_in_transport", || {
+            format!(
+                "task {}: {n} camera frame(s) lost before they reached the node (publisher sequence gap: network or a full reader cache)",
+                t.cfg.name
+            )
+        });
     }
 
     /// A sample the transport could not decode (counted; logged throttled).
@@ -1272,6 +1291,10 @@ impl Inner {
                         (rc.ignored + ignored).to_string(),
                     ),
                     kv("frames_bad", bad.to_string()),
+                    kv(
+                        "frames_lost_transport",
+                        c.lost_in_transport.load(Ordering::Relaxed).to_string(),
+                    ),
                     kv(
                         "frames_roi_clipped",
                         c.roi_clipped.load(Ordering::Relaxed).to_string(),

@@ -88,6 +88,28 @@ impl SubscribeOptions {
     }
 }
 
+/// Per-publisher sequence numbers of one subscription: how many samples each new one skips.
+#[derive(Debug, Default)]
+pub struct SequenceGaps {
+    last: std::collections::HashMap<ros2_client::Gid, i64>,
+}
+
+impl SequenceGaps {
+    /// Samples skipped before sample `seq` of publisher `gid` (0 for its first sample, an
+    /// old or repeated one).
+    pub fn next(&mut self, gid: ros2_client::Gid, seq: i64) -> u64 {
+        match self.last.insert(gid, seq) {
+            Some(prev) if seq > prev => (seq - prev - 1) as u64,
+            Some(prev) => {
+                // Reordered or repeated: keep the highest seen.
+                self.last.insert(gid, prev);
+                0
+            }
+            None => 0,
+        }
+    }
+}
+
 /// Counters of one publisher.
 #[derive(Debug, Default)]
 pub struct PublishCounters {
@@ -305,11 +327,35 @@ impl DdsNode {
         &mut self,
         name: &str,
         options: SubscribeOptions,
-        mut on_message: F,
+        on_message: F,
     ) -> Result<String, TransportError>
     where
         M: RosMessage + Send + Sync + 'static,
         F: FnMut(Result<M, TransportError>) + Send + 'static,
+    {
+        self.subscribe_counting_gaps(name, options, on_message, |_| {})
+    }
+
+    /// Like [`DdsNode::subscribe`], and counts samples lost before the callback: per
+    /// publisher, a sequence number that skips ahead means samples that never reached this
+    /// reader (dropped by the network or overwritten in the reader's sample cache while the
+    /// executor was busy). `on_gap(n)` runs with the number skipped, before the sample that
+    /// revealed them. A publisher's first sample counts nothing (what it sent earlier was not
+    /// for this subscription).
+    ///
+    /// # Errors
+    /// [`TransportError`] for an invalid name or when the reader cannot be created.
+    pub fn subscribe_counting_gaps<M, F, G>(
+        &mut self,
+        name: &str,
+        options: SubscribeOptions,
+        mut on_message: F,
+        mut on_gap: G,
+    ) -> Result<String, TransportError>
+    where
+        M: RosMessage + Send + Sync + 'static,
+        F: FnMut(Result<M, TransportError>) + Send + 'static,
+        G: FnMut(u64) + Send + 'static,
     {
         let (full, topic) = self.topic_of::<M>(name, options.qos, options.cache_limit)?;
         let (node, _) = self.parts()?;
@@ -321,11 +367,22 @@ impl DdsNode {
             .spawn(async move {
                 let stream = sub.async_stream();
                 futures::pin_mut!(stream);
+                let mut gaps = SequenceGaps::default();
                 while let Some(r) = stream.next().await {
-                    on_message(r.map(|(m, _info)| m).map_err(|e| TransportError::Read {
-                        topic: topic_name.clone(),
-                        detail: format!("{e:?}"),
-                    }));
+                    let r = match r {
+                        Ok((m, info)) => {
+                            let n = gaps.next(info.publisher_gid(), info.sequence_number());
+                            if n > 0 {
+                                on_gap(n);
+                            }
+                            Ok(m)
+                        }
+                        Err(e) => Err(TransportError::Read {
+                            topic: topic_name.clone(),
+                            detail: format!("{e:?}"),
+                        }),
+                    };
+                    on_message(r);
                 }
             })
             .detach();
