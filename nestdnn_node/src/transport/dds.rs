@@ -487,3 +487,22 @@ impl Drop for DdsNode {
         self.shutdown_inner(Duration::from_millis(200));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SequenceGaps;
+
+    #[test]
+    fn sequence_gaps_per_publisher() {
+        let a = ros2_client::Gid::from([1u8; 16]);
+        let b = ros2_client::Gid::from([2u8; 16]);
+        let mut g = SequenceGaps::default();
+        assert_eq!(g.next(a, 100), 0, "first sample of a publisher");
+        assert_eq!(g.next(a, 101), 0);
+        assert_eq!(g.next(a, 105), 3);
+        assert_eq!(g.next(b, 7), 0);
+        assert_eq!(g.next(a, 103), 0, "late sample");
+        assert_eq!(g.next(a, 106), 0, "the highest seen is kept");
+        assert_eq!(g.next(b, 9), 1);
+    }
+}
