@@ -11,7 +11,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every parameter, its type, default and range: README "Configuration parameters".
+//! Every parameter, its type, default and range: `docs/parameters.md`.
 //! Sections apply to the node when their key is its base name (any namespace), its fully
 //! qualified name (`/ns/nestdnn_node`), or a wildcard (`/**`, `/ns/*`); later sections in the
 //! file override earlier ones and `-p` overrides come last. Keys this node does not know are

@@ -6,7 +6,7 @@
 //! share (80-110% when share-limited), and its delivered frame rate must be within 40% of the
 //! plan's prediction (a gross-error bound: CPU time per frame of these sub-millisecond models
 //! drifts by up to 25% between seconds on a shared VM); `nestdnn plan --run` reports the same
-//! comparison, and the README lists measured deviations.
+//! comparison, and `docs/scheduler.md` lists measured deviations.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -165,7 +165,7 @@ fn real_models_deliver_the_planned_rates() {
         // The plan's part: rate = share / CPU per frame, with the CPU per frame calibrated in
         // earlier seconds. On this shared VM a 0.3 ms model's CPU time per frame moves by up
         // to ~25% between consecutive seconds, so this bound only catches gross errors; the
-        // 10% criterion is measured by `nestdnn plan --run` (README: Scheduler).
+        // 10% criterion is measured by `nestdnn plan --run` (`docs/scheduler.md`).
         let err = (r.delivered_fps - t.expected_fps).abs() / t.expected_fps;
         assert!(
             err <= 0.40,

@@ -1,5 +1,5 @@
 //! The report of `nestdnn bench multitenant`: runs pooled per system, the curves and gains,
-//! the JSON document, the README table (generated from the JSON) and the SVG plots.
+//! the JSON document, the results table of `docs/benchmarks.md` (generated from the JSON) and the SVG plots.
 
 use std::fmt::Write as _;
 
@@ -278,7 +278,7 @@ fn fmt_opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
     x.map_or_else(|| "n/a".to_string(), f)
 }
 
-/// The README's results table (Markdown), generated from a report.
+/// The results table of `docs/benchmarks.md` (Markdown), generated from a report.
 ///
 /// # Errors
 /// A message naming the first field the report lacks.

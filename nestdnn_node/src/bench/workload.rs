@@ -123,7 +123,7 @@ pub struct Setting {
     pub seeds: &'static [u64],
 }
 
-/// The README's setting: 6 runs of 60 s.
+/// The setting of `docs/benchmarks.md`: 6 runs of 60 s.
 pub const FULL: Setting = Setting {
     name: "full",
     run_s: 60.0,

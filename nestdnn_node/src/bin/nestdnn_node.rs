@@ -5,7 +5,7 @@
 //! ```text
 //! nestdnn_node --ros-args --params-file params/nestdnn.yaml [-r __ns:=/robot] [-p key:=value]
 //! ```
-//! Topics (relative names resolve in the node's namespace; README "Nodes (topics, parameters)"):
+//! Topics (relative names resolve in the node's namespace; `docs/ros2.md`):
 //! in: each task's `image_topic` (`sensor_msgs/Image`, or `CompressedImage` on
 //! `<image_topic>/compressed`), `nestdnn/resource_budget`, `nestdnn/task_priority`;
 //! out: `nestdnn/<task>/classification`, `nestdnn/<task>/result`, `nestdnn/<task>/label_info`

@@ -60,7 +60,7 @@ fn options(args: &RosArgs, p: &Params) -> anyhow::Result<Options> {
             "-h" | "--help" => {
                 println!(
                     "usage: resource_monitor [--trace FILE] [--trace-loop] [--print] [--ros-args ...]\n\
-                     see the README section \"Resource monitor\" for parameters"
+                     see docs/runtime.md, \"Resource monitor\", for parameters"
                 );
                 std::process::exit(0);
             }

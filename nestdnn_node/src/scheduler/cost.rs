@@ -1,4 +1,4 @@
-//! The cost model (README "Scheduler (cost model, objectives, parameters)").
+//! The cost model (`docs/scheduler.md`).
 //!
 //! For task i running descendant d with a compute share of u cores:
 //!

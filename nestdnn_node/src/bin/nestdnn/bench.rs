@@ -1,6 +1,6 @@
 //! `nestdnn bench multitenant [--quick] --report FILE`: NestDNN against the resource-agnostic
 //! status quo on the committed models (issue 7); `nestdnn bench table --report FILE` prints
-//! (or writes into the README) the results table generated from a report.
+//! (or writes into `docs/benchmarks.md`) the results table generated from a report.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,10 +27,10 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Cmd {
-    /// Run the multi-tenant benchmark (README "Multi-tenant benchmark").
+    /// Run the multi-tenant benchmark (`docs/benchmarks.md`).
     Multitenant(Multitenant),
-    /// Print the README results table of a report; with --update-readme, replace the table
-    /// between the README's `bench:multitenant` markers.
+    /// Print the results table of a report; with --update-readme, replace the table
+    /// between the `bench:multitenant` markers of the named file (`docs/benchmarks.md`).
     Table(Table),
     /// The background load process of the benchmark (internal).
     #[command(hide = true)]
@@ -53,7 +53,7 @@ struct Multitenant {
     /// `<stem>-capacity.svg`).
     #[arg(long)]
     report: PathBuf,
-    /// Also print the README table.
+    /// Also print the results table.
     #[arg(long)]
     readme_table: bool,
     /// Only the first N runs of the setting.

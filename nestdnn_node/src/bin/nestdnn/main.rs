@@ -47,7 +47,7 @@ enum Command {
     TimeOnnx(time_onnx::Args),
     /// Show the plan the node would make for its configured tasks under a budget.
     Plan(plan::Args),
-    /// Benchmarks: `multitenant` (NestDNN against the status quo), `table` (README table).
+    /// Benchmarks: `multitenant` (NestDNN against the status quo), `table` (the results table of `docs/benchmarks.md`).
     Bench(bench::Args),
     /// Replay a rosbag2 bag through the node core (no ROS): accuracy, drops, plans.
     Replay(replay::Args),
