@@ -9,7 +9,7 @@
 # fails if any found a crash or a hang (inputs in fuzz/out/<target>/default/{crashes,hangs}).
 # Targets: cdr mcap db3 params rosargs manifest preprocess (default: all).
 # Limits per execution: 1 s (a hang), 8 GiB of address space (AFL -m: mcap 0.26 reserves a
-# string's declared length, up to 4 GiB, before reading it; see README "Fuzzing").
+# string's declared length, up to 4 GiB, before reading it; see docs/reliability.md, "Fuzzing").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
