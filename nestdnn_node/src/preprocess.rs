@@ -49,6 +49,11 @@ pub const MAX_SIDE: u32 = 16384;
 pub const MAX_PIXELS: u64 = 256 * 1024 * 1024;
 /// Largest allocation a compressed-image decoder may make.
 pub const MAX_DECODE_BYTES: u64 = 1024 * 1024 * 1024;
+/// Most pixels a JPEG may declare per byte of its data. Even a uniform image costs JPEG a few
+/// bits per 8x8 block (at most ~250 pixels per byte), so a frame beyond this declares a size
+/// its data cannot hold; decoding it would cost time in proportion to the declared size (a
+/// 339-byte JPEG declaring 73 MP took 2.5 s, found by fuzzing).
+pub const MAX_JPEG_PIXELS_PER_BYTE: u64 = 1024;
 
 /// A raw image, as in `sensor_msgs/Image`.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +123,20 @@ pub enum PreprocessError {
         /// Rows.
         height: u64,
     },
+    /// A compressed frame declares far more pixels than its data can hold.
+    #[error("{format} declares {width}x{height} pixels in {bytes} bytes (more than {per_byte} pixels per byte): not a real frame")]
+    Implausible {
+        /// `jpeg`.
+        format: &'static str,
+        /// Declared columns.
+        width: u32,
+        /// Declared rows.
+        height: u32,
+        /// Bytes of data.
+        bytes: usize,
+        /// The limit, pixels per byte.
+        per_byte: u64,
+    },
     /// `step` is smaller than a row of pixels.
     #[error("step {step} is smaller than width x bytes per pixel = {min}")]
     StepTooSmall {
@@ -183,6 +202,7 @@ impl PreprocessError {
             PreprocessError::UnknownEncoding { .. } => "unknown_encoding",
             PreprocessError::ZeroSize { .. } => "zero_size",
             PreprocessError::TooLarge { .. } => "too_large",
+            PreprocessError::Implausible { .. } => "implausible_size",
             PreprocessError::StepTooSmall { .. } => "step_too_small",
             PreprocessError::DataTooShort { .. } => "data_too_short",
             PreprocessError::RoiOutside { .. } => "roi_outside",
@@ -482,6 +502,27 @@ impl Preprocessor {
             format: name,
             reason: e.to_string(),
         };
+        if format == ImageFormat::Jpeg {
+            // The header alone: reject a declared size the data cannot hold before decoding.
+            let dims = std::panic::catch_unwind(|| {
+                image::ImageReader::with_format(Cursor::new(img.data), format).into_dimensions()
+            })
+            .map_err(|_| PreprocessError::Decode {
+                format: name,
+                reason: "the decoder panicked on the header".into(),
+            })?
+            .map_err(decode_err)?;
+            let (w, h) = dims;
+            if u64::from(w) * u64::from(h) > img.data.len() as u64 * MAX_JPEG_PIXELS_PER_BYTE {
+                return Err(PreprocessError::Implausible {
+                    format: name,
+                    width: w,
+                    height: h,
+                    bytes: img.data.len(),
+                    per_byte: MAX_JPEG_PIXELS_PER_BYTE,
+                });
+            }
+        }
         let mut reader = image::ImageReader::with_format(Cursor::new(img.data), format);
         let mut limits = image::Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
