@@ -267,6 +267,15 @@ fn check_dims(width: u32, height: u32) -> Result<(), PreprocessError> {
     Ok(())
 }
 
+/// One frame's model input ([`Preprocessor::raw_input`], [`Preprocessor::compressed_input`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// `C * H * W` values, NCHW.
+    pub tensor: Vec<f32>,
+    /// The region of interest reached past the image and was clipped to it.
+    pub roi_clipped: bool,
+}
+
 /// Turns frames into one model's input; cheap to clone, no interior state.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -353,19 +362,6 @@ impl Preprocessor {
                 && ((r.width != 0 && u64::from(r.x) + u64::from(r.width) > u64::from(width))
                     || (r.height != 0 && u64::from(r.y) + u64::from(r.height) > u64::from(height)))
         })
-    }
-
-    /// [`Preprocessor::roi_clipped`] for a compressed frame, from its header only (false if
-    /// the header cannot be read: decoding reports that).
-    pub fn roi_clipped_compressed(&self, img: &CompressedImage<'_>) -> bool {
-        if self.roi.is_none() {
-            return false;
-        }
-        image::ImageReader::new(Cursor::new(img.data))
-            .with_guessed_format()
-            .ok()
-            .and_then(|r| r.into_dimensions().ok())
-            .is_some_and(|(w, h)| self.roi_clipped(w, h))
     }
 
     /// Clipped region `(x, y, w, h)` of an image of `width x height`.
@@ -469,6 +465,15 @@ impl Preprocessor {
         img: &CompressedImage<'_>,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
+        self.decode_into(img, out).map(|_| ())
+    }
+
+    /// [`Preprocessor::compressed`], returning the decoded image's width and height.
+    fn decode_into(
+        &self,
+        img: &CompressedImage<'_>,
+        out: &mut [f32],
+    ) -> Result<(u32, u32), PreprocessError> {
         self.check_out(out)?;
         let f = img.format.to_ascii_lowercase();
         let format = if f.contains("compresseddepth") {
@@ -544,8 +549,9 @@ impl Preprocessor {
                 ),
             })?
             .map_err(decode_err)?;
-        check_dims(decoded.width(), decoded.height())?;
-        let region = self.region(decoded.width(), decoded.height())?;
+        let dims = (decoded.width(), decoded.height());
+        check_dims(dims.0, dims.1)?;
+        let region = self.region(dims.0, dims.1)?;
         match decoded {
             DynamicImage::ImageLuma8(b) => self.packed_u8::<1, _>(&b, Order::Gray, region, out),
             DynamicImage::ImageRgb8(b) => self.packed_u8::<3, _>(&b, Order::Rgb, region, out),
@@ -562,7 +568,8 @@ impl Preprocessor {
                 let b = other.to_rgb8();
                 self.packed_u8::<3, _>(&b, Order::Rgb, region, out)
             }
-        }
+        }?;
+        Ok(dims)
     }
 
     /// Like [`Preprocessor::compressed`], returning a new vector.
@@ -576,6 +583,31 @@ impl Preprocessor {
         let mut out = vec![0.0; self.output_len()];
         self.compressed(img, &mut out)?;
         Ok(out)
+    }
+
+    /// A raw frame's model input, and whether the region of interest was clipped to the image.
+    ///
+    /// # Errors
+    /// As [`Preprocessor::raw`].
+    pub fn raw_input(&self, img: &RawImage<'_>) -> Result<Input, PreprocessError> {
+        Ok(Input {
+            tensor: self.raw_to_vec(img)?,
+            roi_clipped: self.roi_clipped(img.width, img.height),
+        })
+    }
+
+    /// A compressed frame's model input, and whether the region of interest was clipped to the
+    /// decoded image.
+    ///
+    /// # Errors
+    /// As [`Preprocessor::compressed`].
+    pub fn compressed_input(&self, img: &CompressedImage<'_>) -> Result<Input, PreprocessError> {
+        let mut tensor = vec![0.0; self.output_len()];
+        let (w, h) = self.decode_into(img, &mut tensor)?;
+        Ok(Input {
+            tensor,
+            roi_clipped: self.roi_clipped(w, h),
+        })
     }
 
     fn check_out(&self, out: &[f32]) -> Result<(), PreprocessError> {

@@ -600,7 +600,11 @@ fn fail_with(report: &mut Report, errors: Vec<String>) {
 /// with another message type is an error (the task would get no frame: returns false, report
 /// unusable); a subscribed topic the bag lacks, a ground-truth topic of another type and a
 /// storage file without CRCs (damage inside it cannot be detected) are warnings.
-fn check_bag(reader: &BagReader, tasks: &[TaskConfig], report: &mut Report) -> bool {
+fn check_bag<'a>(
+    reader: &BagReader,
+    tasks: impl IntoIterator<Item = &'a TaskConfig>,
+    report: &mut Report,
+) -> bool {
     let mut errors = Vec::new();
     for t in tasks {
         let topic = resolve(&t.subscribed_topic());
@@ -833,8 +837,7 @@ impl Deterministic {
             .iter()
             .map(|(p, _)| p.display().to_string())
             .collect();
-        let cfg_tasks: Vec<TaskConfig> = self.tasks.iter().map(|k| k.cfg.clone()).collect();
-        if !check_bag(&reader, &cfg_tasks, &mut self.report) {
+        if !check_bag(&reader, self.tasks.iter().map(|k| &k.cfg), &mut self.report) {
             return self.finish(wall);
         }
         let mut it = match reader.decoded() {
@@ -1050,10 +1053,7 @@ impl Deterministic {
                         step: img.step,
                         data: &img.data,
                     };
-                    let r = self.tasks[i].pre.raw_to_vec(&raw);
-                    if r.is_ok() && self.tasks[i].pre.roi_clipped(img.width, img.height) {
-                        self.tasks[i].tally.report.roi_clipped += 1;
-                    }
+                    let r = self.tasks[i].pre.raw_input(&raw);
                     let pre_s = started.elapsed().as_secs_f64();
                     self.frame(i, t, &img.header, r, pre_s)?;
                 }
@@ -1071,11 +1071,8 @@ impl Deterministic {
                         format: &img.format,
                         data: &img.data,
                     };
-                    let r = self.tasks[i].pre.compressed_to_vec(&c);
+                    let r = self.tasks[i].pre.compressed_input(&c);
                     let pre_s = started.elapsed().as_secs_f64();
-                    if r.is_ok() && self.tasks[i].pre.roi_clipped_compressed(&c) {
-                        self.tasks[i].tally.report.roi_clipped += 1;
-                    }
                     self.frame(i, t, &img.header, r, pre_s)?;
                 }
             }
@@ -1160,18 +1157,21 @@ impl Deterministic {
         i: usize,
         t: f64,
         header: &Header,
-        tensor: Result<Vec<f32>, preprocess::PreprocessError>,
+        input: Result<preprocess::Input, preprocess::PreprocessError>,
         pre_s: f64,
     ) -> Result<(), ReplayError> {
         let name = self.tasks[i].cfg.name.clone();
         self.tasks[i].tally.frame_arrived(t, stamp_ns(header));
+        if input.as_ref().is_ok_and(|x| x.roi_clipped) {
+            self.tasks[i].tally.report.roi_clipped += 1;
+        }
         let enabled = self.planner.task(&name).is_some_and(|s| s.enabled);
         if !enabled {
             self.tasks[i].tally.report.ignored_disabled += 1;
             return Ok(());
         }
-        let tensor = match tensor {
-            Ok(v) => v,
+        let tensor = match input {
+            Ok(x) => x.tensor,
             Err(e) => {
                 let k = &mut self.tasks[i];
                 k.tally.report.bad_frames += 1;

@@ -929,10 +929,10 @@ impl Inner {
 
     fn prepare_and_push(&self, task: usize, t: &TaskMeta, payload: &Payload, arrived: Instant) {
         let started = Instant::now();
-        let (header, tensor) = match payload {
+        let (header, input) = match payload {
             Payload::Raw(m) => (
                 &m.header,
-                t.pre.raw_to_vec(&preprocess::RawImage {
+                t.pre.raw_input(&preprocess::RawImage {
                     width: m.width,
                     height: m.height,
                     encoding: &m.encoding,
@@ -943,13 +943,13 @@ impl Inner {
             ),
             Payload::Compressed(m) => (
                 &m.header,
-                t.pre.compressed_to_vec(&preprocess::CompressedImage {
+                t.pre.compressed_input(&preprocess::CompressedImage {
                     format: &m.format,
                     data: &m.data,
                 }),
             ),
         };
-        let tensor = match tensor {
+        let input = match input {
             Ok(v) => v,
             Err(e) => {
                 t.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
@@ -960,14 +960,7 @@ impl Inner {
                 return;
             }
         };
-        let clipped = match payload {
-            Payload::Raw(m) => t.pre.roi_clipped(m.width, m.height),
-            Payload::Compressed(m) => t.pre.roi_clipped_compressed(&preprocess::CompressedImage {
-                format: &m.format,
-                data: &m.data,
-            }),
-        };
-        if clipped {
+        if input.roi_clipped {
             t.counters.roi_clipped.fetch_add(1, Ordering::Relaxed);
             self.throttle.warn_for(&t.cfg.name, "roi_clipped", || {
                 format!(
@@ -979,7 +972,7 @@ impl Inner {
             });
         }
         let prepared = Prepared {
-            tensor,
+            tensor: input.tensor,
             header: header.clone(),
             seq: t.seq.fetch_add(1, Ordering::Relaxed) + 1,
             arrived,

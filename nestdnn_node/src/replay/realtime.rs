@@ -113,7 +113,6 @@ pub(super) fn run(
     let mut accuracies = Vec::new();
     let mut names = Vec::new();
     let mut labels = Vec::new();
-    let mut pres = Vec::new();
     let mut tallies: Vec<Tally> = Vec::new();
     for (i, t) in cfg.tasks.iter().enumerate() {
         let m = MultiCapacityModel::load(&t.model_dir).map_err(|source| ReplayError::Model {
@@ -124,7 +123,6 @@ pub(super) fn run(
         accuracies.push(d.iter().map(|x| x.accuracy).collect::<Vec<f64>>());
         names.push(d.iter().map(|x| x.name.clone()).collect::<Vec<String>>());
         labels.push(m.manifest().labels.clone());
-        pres.push(super::preprocessor(t, &m)?);
         report.profiles.insert(
             t.name.clone(),
             format!(
@@ -231,9 +229,6 @@ pub(super) fn run(
                             for &i in route {
                                 if cfg.tasks[i].transport == Transport::Raw {
                                     tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
-                                    if pres[i].roi_clipped(img.width, img.height) {
-                                        tallies[i].report.roi_clipped += 1;
-                                    }
                                     app.on_image(i, img.clone());
                                 }
                             }
@@ -246,13 +241,6 @@ pub(super) fn run(
                             for &i in route {
                                 if cfg.tasks[i].transport == Transport::Compressed {
                                     tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
-                                    let c = crate::preprocess::CompressedImage {
-                                        format: &img.format,
-                                        data: &img.data,
-                                    };
-                                    if pres[i].roi_clipped_compressed(&c) {
-                                        tallies[i].report.roi_clipped += 1;
-                                    }
                                     app.on_compressed(i, img.clone());
                                 }
                             }
@@ -314,6 +302,8 @@ pub(super) fn run(
         if let Some(c) = app.task_counters(i) {
             k.report.ignored_disabled = c.ignored.load(Ordering::Relaxed);
             k.report.bad_frames = c.bad_frames.load(Ordering::Relaxed);
+            // Counted by the node as it pre-processes (frames of a disabled task are not).
+            k.report.roi_clipped = c.roi_clipped.load(Ordering::Relaxed);
         }
         let r = &mut k.report;
         r.dropped_replaced = r
