@@ -3,3 +3,7 @@
 
 class PipelineError(RuntimeError):
     """A failure with a message meant for the user (no traceback needed)."""
+
+
+class OutOfTime(PipelineError):
+    """The time budget ran out inside a stage; the last finished stage is checkpointed."""

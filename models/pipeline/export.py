@@ -21,7 +21,8 @@ from safetensors.numpy import load_file as st_load, save_file as st_save
 from .errors import PipelineError
 
 OPSET = 17
-PASSTHROUGH_OPS = {"Relu", "MaxPool", "GlobalAveragePool", "Flatten", "ReduceMean", "Identity"}
+PASSTHROUGH_OPS = {"Relu", "MaxPool", "GlobalAveragePool", "ReduceMean", "Identity", "Clip",
+                   "Dropout", "AveragePool", "LeakyRelu", "Sigmoid"}
 
 
 def sha256_bytes(b: bytes) -> str:
@@ -32,13 +33,14 @@ def sha256_file(p) -> str:
     return sha256_bytes(Path(p).read_bytes())
 
 
-def export_onnx(net, expect_keys) -> bytes:
+def export_onnx(net, expect_keys, input_shape=None, n_convs=None) -> bytes:
     """Largest/vanilla network -> ONNX bytes: opset 17, BN kept as nodes (TrainingMode.PRESERVE
     on an eval-mode module = inference-mode BatchNormalization), initializers named exactly as
     the PyTorch state dict, no value_info, weights inside."""
     net.eval()
     buf = io.BytesIO()
-    dummy = torch.zeros(1, net.arch.in_channels, 28, 28)
+    shape = input_shape or (net.arch.in_channels, 28, 28)
+    dummy = torch.zeros(1, *shape)
     torch.onnx.export(net, (dummy,), buf, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                       opset_version=OPSET, training=torch.onnx.TrainingMode.PRESERVE,
@@ -68,9 +70,10 @@ def export_onnx(net, expect_keys) -> bytes:
                             f"exporter changed; pin torch or adapt pipeline/export.py")
     ops = [n.op_type for n in m.graph.node]
     n_conv, n_bn = ops.count("Conv"), ops.count("BatchNormalization")
-    if n_conv != len(net.arch.convs) or n_bn != n_conv:
+    want = len(net.arch.convs) if n_convs is None else n_convs
+    if n_conv != want or n_bn != n_conv:
         raise PipelineError(f"ONNX export has {n_conv} Conv / {n_bn} BatchNormalization nodes, "
-                            f"expected {len(net.arch.convs)} of each (BN must not be folded)")
+                            f"expected {want} of each (BN must not be folded)")
     for n in m.graph.node:
         if n.op_type == "BatchNormalization":
             for a in n.attribute:
@@ -93,8 +96,10 @@ def bn_stat_names(model: onnx.ModelProto):
 
 def slice_onnx(model: onnx.ModelProto, channels: dict, bn: dict | None = None) -> onnx.ModelProto:
     """Prefix-slice the largest descendant to `channels` ({conv weight name: out channels}):
-    Conv weight [:out, :in] (bias [:out]), BN vectors [:c], Gemm B[:, :c] (transB=1); widths
-    propagate through Relu/MaxPool/pooling/Flatten; both inputs of an Add must agree.
+    Conv weight [:out, :in] (bias [:out]); a depthwise Conv (group = channels) keeps its
+    input's width ([:c], group = c); BN vectors [:c]; Gemm B[:, :c*s] (transB=1) where s is
+    the spatial size flattened into it (1 after global pooling); widths propagate through
+    activations, pooling, Dropout and Flatten; both inputs of an Add must agree.
     `bn` ({initializer name: array}) replaces BN running statistics."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -108,12 +113,27 @@ def slice_onnx(model: onnx.ModelProto, channels: dict, bn: dict | None = None) -
         return arrays[name]
 
     width = {g.input[0].name: int(g.input[0].type.tensor_type.shape.dim[1].dim_value)}
+    full = dict(width)      # full channel count of every channel-tracked tensor
     for n in g.node:
         op = n.op_type
         if op == "Conv":
             w = arr(n.input[1])
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
             cin, cout = width[n.input[0]], int(channels[n.input[1]])
-            arrays[n.input[1]] = w[:cout, :cin]
+            if group != 1:
+                if not (group == w.shape[0] == full[n.input[0]] and w.shape[1] == 1):
+                    raise PipelineError(f"Conv {n.name}: grouped convolution (group {group}) "
+                                        f"is not depthwise")
+                if cout != cin:
+                    raise PipelineError(f"depthwise Conv {n.name}: {cout} channels but its "
+                                        f"input has {cin}")
+                for a in n.attribute:
+                    if a.name == "group":
+                        a.i = cin
+                arrays[n.input[1]] = w[:cout]
+            else:
+                arrays[n.input[1]] = w[:cout, :cin]
+            full[n.output[0]] = w.shape[0]
             if len(n.input) > 2 and n.input[2]:
                 arrays[n.input[2]] = arr(n.input[2])[:cout]
             width[n.output[0]] = cout
@@ -128,20 +148,34 @@ def slice_onnx(model: onnx.ModelProto, channels: dict, bn: dict | None = None) -
                 else:
                     arrays[name] = arr(name)[:c]
             width[n.output[0]] = c
+            full[n.output[0]] = full[n.input[0]]
         elif op == "Add":
             a, b = width[n.input[0]], width[n.input[1]]
             if a != b:
                 raise PipelineError(f"Add {n.name}: widths {a} != {b} (residual tie rule broken)")
             width[n.output[0]] = a
+            full[n.output[0]] = full[n.input[0]]
         elif op == "Gemm":
             attrs = {a.name: a.i for a in n.attribute}
             if attrs.get("transB", 0) != 1:
                 raise PipelineError("Gemm without transB=1 is not supported")
-            c = width[n.input[0]]
-            arrays[n.input[1]] = arr(n.input[1])[:, :c]
-            width[n.output[0]] = arr(n.input[1]).shape[0]
+            w = arr(n.input[1])
+            if n.input[0] in full:
+                s = w.shape[1] // full[n.input[0]]   # spatial size flattened into the Gemm
+                arrays[n.input[1]] = w[:, :width[n.input[0]] * s]
+            width[n.output[0]] = w.shape[0]
+        elif op == "Flatten":
+            if n.input[0] in full:
+                f = full[n.input[0]]
+                width[n.output[0]] = width[n.input[0]]
+                full[n.output[0]] = f
+        elif op == "Constant":
+            pass
         elif op in PASSTHROUGH_OPS:
-            width[n.output[0]] = width[n.input[0]]
+            if n.input[0] in width:
+                width[n.output[0]] = width[n.input[0]]
+            if n.input[0] in full:
+                full[n.output[0]] = full[n.input[0]]
         else:
             raise PipelineError(f"unsupported op {op} in the graph")
     for name, a in arrays.items():

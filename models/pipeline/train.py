@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .arch import Net
+from .errors import OutOfTime
 
 LOG = print  # replaced by the runner with its logger
 
@@ -26,15 +28,21 @@ def seed_all(seed: int):
     np.random.seed(seed % (2 ** 32))
 
 
-def normalise(x_u8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """x = (pixel * (1/255) - mean) / std, [N,28,28] u8 -> [N,1,28,28] f32 (the manifest's
-    input spec)."""
+def normalise(x_u8: torch.Tensor, mean, std) -> torch.Tensor:
+    """x = (pixel * (1/255) - mean) / std (the manifest's input spec): [N,28,28] u8 with scalar
+    mean/std -> [N,1,28,28] f32; or [N,C,H,W] u8 with per-channel mean/std lists -> f32."""
+    if x_u8.dim() == 4:
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (x_u8.float() * (1.0 / 255.0) - m) / s
     return ((x_u8.float() * (1.0 / 255.0) - mean) / std).unsqueeze(1)
 
 
 def augment(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
     """Random translations by up to `shift` pixels (zero fill) and optional horizontal flips,
-    on a u8 batch [B,28,28]."""
+    on a u8 batch [B,28,28] (or [B,C,H,W]: the same shift for every channel of an image)."""
+    if x.dim() == 4:
+        return _augment4(x, g, shift, hflip)
     b, h, w = x.shape
     if hflip:
         flip = torch.rand(b, generator=g) < 0.5
@@ -49,6 +57,26 @@ def augment(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> tor
     return x
 
 
+def _augment4(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
+    b, c, h, w = x.shape
+    if hflip:
+        flip = torch.rand(b, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if shift:
+        p = F.pad(x, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (b,), generator=g)
+        dx = torch.randint(0, 2 * shift + 1, (b,), generator=g)
+        rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
+        x = p[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows,
+              cols]
+    return x
+
+
+def _dev(net) -> torch.device:
+    return next(net.parameters()).device
+
+
 def _bar(total, desc, position):
     tty = sys.stderr.isatty()
     # on a terminal: one bar per parallel app (position); in a log file: plain periodic lines
@@ -59,12 +87,14 @@ def _bar(total, desc, position):
 def train(net: Net, ds, *, epochs: float, lr: float, seed: int, batch: int = 128,
           samples_per_epoch: int | None = None, wd: float = 5e-5, shift: int = 2,
           hflip: bool = False, masks: dict | None = None, desc: str = "train",
-          position: int = 0, teacher: Net | None = None, kd: dict | None = None):
+          position: int = 0, teacher: Net | None = None, kd: dict | None = None,
+          deadline: float | None = None):
     """Adam with warm-up + cosine decay. With a teacher (the vanilla model), the loss is
     (1-alpha) * cross-entropy + alpha * T^2 * KL(teacher_T || student_T) (knowledge
     distillation, Hinton et al.). L2 decay is added to the gradient *through the masks*,
     and masked (frozen) entries get a zero gradient, so Adam never moves them (their moments
-    stay 0). Returns the final training loss."""
+    stay 0). With a `deadline` (time.time() value), raises OutOfTime when it passes (the caller
+    keeps its last stage checkpoint). Returns the final training loss."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     x_all = torch.from_numpy(ds.x_train)
@@ -74,7 +104,8 @@ def train(net: Net, ds, *, epochs: float, lr: float, seed: int, batch: int = 128
     steps_per_epoch = max(1, per_epoch // batch)
     total = max(1, int(round(epochs * steps_per_epoch)))
     named = [(k, p) for k, p in net.named_parameters()]
-    mask_list = [None if masks is None else masks[k] for k, _ in named]
+    dev = _dev(net)
+    mask_list = [None if masks is None else masks[k].to(dev) for k, _ in named]
     params = [p for k, p in named]
     if masks is not None:
         for (k, p), m in zip(named, mask_list):
@@ -96,10 +127,13 @@ def train(net: Net, ds, *, epochs: float, lr: float, seed: int, batch: int = 128
         for i in range(steps_per_epoch):
             if step >= total:
                 break
+            if deadline is not None and time.time() > deadline:
+                bar.close()
+                raise OutOfTime(f"time budget used up during {desc!r} (step {step} of {total})")
             idx = perm[i * batch:(i + 1) * batch]
             xb = augment(x_all[idx], g, shift, hflip)
-            xb = normalise(xb, ds.mean, ds.std)
-            yb = y_all[idx]
+            xb = normalise(xb, ds.mean, ds.std).to(dev)
+            yb = y_all[idx].to(dev)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             opt.zero_grad(set_to_none=False)
@@ -141,7 +175,7 @@ def predict(net: Net, x_u8: np.ndarray, mean: float, std: float, batch: int = 10
     outs = []
     x = torch.from_numpy(x_u8)
     for i in range(0, len(x), batch):
-        outs.append(net(normalise(x[i:i + batch], mean, std)))
+        outs.append(net(normalise(x[i:i + batch], mean, std).to(_dev(net))).cpu())
     return torch.cat(outs)
 
 
@@ -166,7 +200,7 @@ def recalibrate_bn(net: Net, ds, n_images: int, seed: int, batch: int = 256):
         m.momentum = None
     net.train()
     for i in range(0, len(x), batch):
-        net(normalise(x[i:i + batch], ds.mean, ds.std))
+        net(normalise(x[i:i + batch], ds.mean, ds.std).to(_dev(net)))
     for m, mom in zip(bns, saved):
         m.momentum = mom
     net.eval()
