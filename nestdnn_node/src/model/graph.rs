@@ -3,7 +3,8 @@
 //! [`Master`] holds the decoded master graph: the node list without initializers plus every
 //! float initializer decoded once into `f32`. [`Master::analyze`] walks the nodes in order for
 //! one descendant's channel widths, checks every rule of the format (prefix slicing, equal
-//! widths at residual `Add`s, pooled features before the classifier) and records how every
+//! widths at residual `Add`s, depthwise Convs taking the width of the layer feeding them,
+//! pooled or channel-major flattened features before the classifier) and records how every
 //! initializer is cut. [`Master::materialize`] then writes the descendant as a fresh
 //! `ModelProto`: sliced weight copies, each Conv followed by a BatchNormalization folded into
 //! the Conv with the descendant's own BN statistics, `value_info` cleared.
@@ -30,7 +31,11 @@ enum Act {
     Ch {
         active: usize,
         full: usize,
+        /// Spatial axes were reduced to 1x1 (global pooling): one feature per channel.
         pooled: bool,
+        /// Flattened (`Flatten` axis=1) without global pooling: axis 1 holds `full * S`
+        /// features, channel-major, so `active` channels are the first `active * S` features.
+        flat: bool,
     },
 }
 
@@ -63,7 +68,10 @@ enum Op {
         weight: String,
         bias: Option<String>,
         out: usize,
+        /// Input channels kept per group (1 for a depthwise Conv).
         inp: usize,
+        /// Depthwise: the emitted node's `group` becomes `out`.
+        depthwise: bool,
         /// BN folded into this Conv, and the name of the bias it gets if it had none.
         fold: Option<(BnUse, String)>,
     },
@@ -403,6 +411,7 @@ impl Master {
                     active: input_channels,
                     full: input_channels,
                     pooled: false,
+                    flat: false,
                 },
             );
         }
@@ -455,11 +464,6 @@ impl Master {
                     ops.push(Op::Copy(ix));
                 }
                 "Conv" => {
-                    if attr_i(node, "group", 1) != 1 {
-                        return Err(gerr(format!(
-                            "{label}: grouped convolution (group != 1) is not supported"
-                        )));
-                    }
                     let (wname, w) = self.float_init(node, 1, "weight")?;
                     if w.dims.len() != 4 {
                         return Err(gerr(format!(
@@ -468,28 +472,59 @@ impl Master {
                         )));
                     }
                     let (full_out, full_in) = (w.dims[0], w.dims[1]);
-                    let inp = match act0 {
-                        Some(Act::Ch { active, full, .. }) => {
-                            if full != full_in {
-                                return Err(gerr(format!(
-                                    "{label}: weight {wname:?} expects {full_in} input channels but its input has {full}"
-                                )));
-                            }
-                            active
+                    let group = attr_i(node, "group", 1);
+                    // (active, full) input channels; an untracked input is taken at full width.
+                    let (in_active, in_full) = match act0 {
+                        Some(a @ Act::Ch { flat: true, .. }) if a.is_sliced() => {
+                            return Err(gerr(format!(
+                                "{label}: input is a flattened sliced tensor; a Conv needs its channel axis"
+                            )))
                         }
-                        Some(Act::Opaque) => full_in,
+                        Some(Act::Ch { active, full, .. }) => (active, full),
+                        Some(Act::Opaque) => {
+                            let g = usize::try_from(group).unwrap_or(0);
+                            (full_in * g, full_in * g)
+                        }
                         None => {
                             return Err(gerr(format!("{label}: input 0 must be an activation")))
                         }
                     };
-                    let out = match widths.get(wname) {
-                        Some(&c) if c >= 1 && c <= full_out => c,
-                        Some(&c) => {
-                            return Err(gerr(format!(
-                            "{label}: {c} channels requested for {wname:?}, which has {full_out}"
-                        )))
+                    let depthwise = group != 1
+                        && usize::try_from(group).ok() == Some(full_out)
+                        && full_out == in_full
+                        && full_in == 1;
+                    let (inp, out) = if depthwise {
+                        // Sliced together with the layer feeding it: one filter per channel.
+                        match widths.get(wname) {
+                            Some(&c) if c != in_active => {
+                                return Err(gerr(format!(
+                                    "{label}: depthwise convolution {wname:?} has {c} channels in this descendant but its input has {in_active}; a depthwise Conv takes the width of the layer feeding it (list it with that width, e.g. in that layer's tie group, or leave it out of layers)"
+                                )))
+                            }
+                            _ => (1, in_active),
                         }
-                        None => full_out,
+                    } else {
+                        if group != 1 {
+                            return Err(gerr(format!(
+                                "{label}: grouped convolution (group != 1, not depthwise) is not supported (group {group}, weight {wname:?} dims {:?}, {in_full} input channels)",
+                                w.dims
+                            )));
+                        }
+                        if in_full != full_in {
+                            return Err(gerr(format!(
+                                "{label}: weight {wname:?} expects {full_in} input channels but its input has {in_full}"
+                            )));
+                        }
+                        let out = match widths.get(wname) {
+                            Some(&c) if c >= 1 && c <= full_out => c,
+                            Some(&c) => {
+                                return Err(gerr(format!(
+                                    "{label}: {c} channels requested for {wname:?}, which has {full_out}"
+                                )))
+                            }
+                            None => full_out,
+                        };
+                        (in_active, out)
                     };
                     let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
                         Some(_) => {
@@ -514,6 +549,7 @@ impl Master {
                             active: out,
                             full: full_out,
                             pooled: false,
+                            flat: false,
                         },
                     );
                     // Fold a directly following BN that is the conv output's only consumer.
@@ -537,6 +573,7 @@ impl Master {
                         bias,
                         out,
                         inp,
+                        depthwise,
                         fold: None,
                     });
                 }
@@ -628,16 +665,31 @@ impl Master {
                         Some(Act::Ch {
                             active,
                             full,
-                            pooled,
+                            pooled: false,
+                            flat: true,
                         }) => {
+                            // Flatten(axis=1) of [N, C, H, W]: F = C * S features, channel-major.
+                            if full == 0 || features % full != 0 {
+                                return Err(gerr(format!(
+                                    "{label}: weight {wname:?} has {features} input features, which is not a multiple of the {full} channels flattened into it"
+                                )));
+                            }
+                            active * (features / full)
+                        }
+                        Some(Act::Ch {
+                            active,
+                            full,
+                            pooled,
+                            ..
+                        }) => {
+                            if active < full && !pooled {
+                                return Err(gerr(format!(
+                                    "{label}: the classifier's input must be globally pooled (GlobalAveragePool or ReduceMean over [2,3]) or flattened (Flatten axis=1) to slice it"
+                                )));
+                            }
                             if full != features {
                                 return Err(gerr(format!(
                                     "{label}: weight {wname:?} expects {features} features but its input has {full} channels"
-                                )));
-                            }
-                            if active < full && !pooled {
-                                return Err(gerr(format!(
-                                    "{label}: the classifier's input must be globally pooled (GlobalAveragePool or ReduceMean over [2,3]) to slice it"
                                 )));
                             }
                             active
@@ -682,10 +734,18 @@ impl Master {
                     let a = act0
                         .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
                     let a = match a {
+                        Act::Ch {
+                            flat: true, full, ..
+                        } if a.is_sliced() => {
+                            return Err(gerr(format!(
+                                "{label}: global pooling of a flattened sliced tensor ({full} channels) is not supported"
+                            )))
+                        }
                         Act::Ch { active, full, .. } => Act::Ch {
                             active,
                             full,
                             pooled: true,
+                            flat: false,
                         },
                         o => o,
                     };
@@ -707,6 +767,7 @@ impl Master {
                                 active,
                                 full,
                                 pooled,
+                                flat,
                             },
                             Some(axes),
                         ) => {
@@ -716,7 +777,7 @@ impl Master {
                                 .collect();
                             ax.sort_unstable();
                             ax.dedup();
-                            if ax.contains(&1) || ax.contains(&0) {
+                            if ax.contains(&1) || ax.contains(&0) || flat {
                                 if a.is_sliced() {
                                     return Err(gerr(format!(
                                         "{label}: reduces over the channel axis of a sliced tensor"
@@ -728,6 +789,7 @@ impl Master {
                                     active,
                                     full,
                                     pooled: pooled || ax == [2, 3],
+                                    flat: false,
                                 }
                             }
                         }
@@ -744,15 +806,27 @@ impl Master {
                 "Flatten" => {
                     let a = act0
                         .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
-                    if a.is_sliced() {
-                        let pooled = matches!(a, Act::Ch { pooled: true, .. });
-                        if attr_i(node, "axis", 1) != 1 || !pooled {
+                    let axis = attr_i(node, "axis", 1);
+                    let out = match a {
+                        Act::Ch {
+                            active,
+                            full,
+                            pooled,
+                            ..
+                        } if axis == 1 => Act::Ch {
+                            active,
+                            full,
+                            pooled,
+                            flat: true,
+                        },
+                        _ if a.is_sliced() => {
                             return Err(gerr(format!(
-                                "{label}: Flatten of a sliced tensor needs axis=1 after global pooling"
-                            )));
+                            "{label}: Flatten of a sliced tensor needs axis=1 (it has axis={axis})"
+                        )))
                         }
-                    }
-                    acts.insert(out0, a);
+                        _ => Act::Opaque,
+                    };
+                    acts.insert(out0, out);
                     ops.push(Op::Copy(ix));
                 }
                 op if ELEMENTWISE.contains(&op) => {
@@ -793,10 +867,20 @@ impl Master {
                         let pooled = chans
                             .iter()
                             .all(|c| matches!(c, Act::Ch { pooled: true, .. }));
+                        let flats = chans
+                            .iter()
+                            .filter(|c| matches!(c, Act::Ch { flat: true, .. }))
+                            .count();
+                        if flats != 0 && flats != chans.len() && active < full {
+                            return Err(gerr(format!(
+                                "{label}: mixes a flattened sliced tensor with an unflattened one"
+                            )));
+                        }
                         Act::Ch {
                             active,
                             full,
                             pooled,
+                            flat: flats != 0,
                         }
                     } else {
                         Act::Opaque
@@ -807,7 +891,7 @@ impl Master {
                 op => {
                     if in_acts.iter().flatten().any(|a| a.is_sliced()) {
                         return Err(gerr(format!(
-                            "{label}: op {op} is not supported on a sliced tensor (supported: Conv, BatchNormalization, Gemm, MatMul, {}, {}, GlobalAveragePool, ReduceMean, Flatten)",
+                            "{label}: op {op} is not supported on a sliced tensor (supported: Conv with group 1 or depthwise, BatchNormalization, Gemm, MatMul, {}, {}, GlobalAveragePool, ReduceMean, Flatten)",
                             PASS_THROUGH.join(", "),
                             ELEMENTWISE.join(", ")
                         )));
@@ -886,9 +970,15 @@ impl Master {
                     bias,
                     out,
                     inp,
+                    depthwise,
                     fold,
                 } => {
                     let mut n = self.nodes[*node].clone();
+                    if *depthwise {
+                        if let Some(g) = n.attribute.iter_mut().find(|a| a.name == "group") {
+                            g.i = *out as i64;
+                        }
+                    }
                     let w = &self.floats[weight.as_str()];
                     let (full_in, k) = (w.dims[1], w.dims[2] * w.dims[3]);
                     let row = inp * k;
@@ -1012,5 +1102,165 @@ impl Master {
                     "initializer {name:?} is missing or shorter than {n}"
                 ))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, dims: &[usize]) -> TensorProto {
+        let n: usize = dims.iter().product();
+        float_proto(name, dims, (0..n).map(|i| i as f32 * 0.01))
+    }
+
+    fn n(op: &str, inputs: &[&str], out: &str, attrs: &[(&str, i64)]) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: format!("{op}_{out}"),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.into()],
+            attribute: attrs
+                .iter()
+                .map(|&(k, v)| pb::AttributeProto {
+                    name: k.into(),
+                    i: v,
+                    r#type: 2,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn master(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Master {
+        let input = |name: &str| pb::ValueInfoProto {
+            name: name.into(),
+            ..Default::default()
+        };
+        Master::from_proto(ModelProto {
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(pb::GraphProto {
+                node: nodes,
+                initializer: inits,
+                input: vec![input("x")],
+                output: vec![input("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn widths(w: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        w.iter().map(|&(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// x[3] -> conv a (4) -> depthwise (group `group`) -> GAP -> Flatten -> Gemm (2 classes).
+    fn depthwise(group: i64) -> Master {
+        let per_group = (4 / group) as usize;
+        master(
+            vec![
+                n("Conv", &["x", "a.w"], "a", &[]),
+                n("Conv", &["a", "dw.w"], "d", &[("group", group)]),
+                n("GlobalAveragePool", &["d"], "p", &[]),
+                n("Flatten", &["p"], "f", &[("axis", 1)]),
+                n("Gemm", &["f", "fc.w"], "y", &[("transB", 1)]),
+            ],
+            vec![
+                t("a.w", &[4, 3, 1, 1]),
+                t("dw.w", &[4, per_group, 3, 3]),
+                t("fc.w", &[2, 4]),
+            ],
+        )
+    }
+
+    #[test]
+    fn depthwise_takes_its_input_width() {
+        let m = depthwise(4);
+        let a = m.analyze(&widths(&[("a.w", 2)]), 3).unwrap();
+        // a: 2*3, depthwise: 2*1*3*3, classifier: 2*2.
+        assert_eq!(a.params, 6 + 18 + 4);
+        assert!(a.ops.iter().any(|op| matches!(
+            op,
+            Op::Conv {
+                out: 2,
+                inp: 1,
+                depthwise: true,
+                ..
+            }
+        )));
+        let s = m.materialize(&a, &BnSource::Graph).unwrap();
+        let g = s.proto.graph.unwrap();
+        let dw = g.node.iter().find(|n| n.input[1] == "dw.w").unwrap();
+        assert_eq!(attr_i(dw, "group", 1), 2);
+        let w = g.initializer.iter().find(|t| t.name == "dw.w").unwrap();
+        assert_eq!(w.dims, [2, 1, 3, 3]);
+        // Listed with its input width: fine; with another: an error naming the node.
+        assert!(m.analyze(&widths(&[("a.w", 2), ("dw.w", 2)]), 3).is_ok());
+        let e = m
+            .analyze(&widths(&[("a.w", 2), ("dw.w", 3)]), 3)
+            .unwrap_err();
+        assert!(
+            matches!(&e, ModelError::Graph { what } if what.contains("Conv \"Conv_d\"") && what.contains("depthwise")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn grouped_conv_that_is_not_depthwise_is_refused() {
+        let e = depthwise(2).analyze(&BTreeMap::new(), 3).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "Conv \"Conv_d\": grouped convolution (group != 1, not depthwise) is not supported"
+            ),
+            "{e}"
+        );
+    }
+
+    /// x[3] -> conv a (4) -> Flatten -> Gemm with `features` inputs.
+    fn flat(features: usize, flatten: bool) -> Master {
+        let mut nodes = vec![n("Conv", &["x", "a.w"], "a", &[])];
+        let x = if flatten {
+            nodes.push(n("Flatten", &["a"], "f", &[("axis", 1)]));
+            "f"
+        } else {
+            "a"
+        };
+        nodes.push(n("Gemm", &[x, "fc.w"], "y", &[("transB", 1)]));
+        master(
+            nodes,
+            vec![t("a.w", &[4, 3, 3, 3]), t("fc.w", &[2, features])],
+        )
+    }
+
+    #[test]
+    fn flatten_head_keeps_a_prefix_of_channel_major_features() {
+        let a = flat(4 * 5, true)
+            .analyze(&widths(&[("a.w", 1)]), 3)
+            .unwrap();
+        assert_eq!(a.params, 27 + 2 * 5);
+        assert!(a.ops.iter().any(|op| matches!(
+            op,
+            Op::Gemm {
+                keep: 5,
+                cut_columns: true,
+                ..
+            }
+        )));
+        // Full width: unchanged.
+        let a = flat(4 * 5, true).analyze(&BTreeMap::new(), 3).unwrap();
+        assert_eq!(a.params, 4 * 27 + 2 * 20);
+        let e = flat(4 * 5 + 1, true)
+            .analyze(&widths(&[("a.w", 1)]), 3)
+            .unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+        let e = flat(4, false)
+            .analyze(&widths(&[("a.w", 1)]), 3)
+            .unwrap_err();
+        assert!(e.to_string().contains("globally pooled"), "{e}");
     }
 }
