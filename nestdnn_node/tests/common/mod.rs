@@ -3,6 +3,8 @@
 //! GlobalAveragePool, Flatten, Gemm; input 1x8x8, 4 classes.
 #![allow(dead_code)]
 
+pub mod families;
+
 use std::path::Path;
 
 use prost::Message;
