@@ -1,13 +1,91 @@
 //! Golden differential test: every descendant (and the vanilla model) of every model under
 //! `models/` (or `$NESTDNN_MODELS_DIR`), sliced and BN-folded at run time and run by tract,
 //! reproduces the logits of the standalone PyTorch network in `fixtures.safetensors`.
+//!
+//! Tolerance: a network passes when max |diff| <= 1e-4 * max(1, max(ref) - min(ref)) over all
+//! its fixture logits (1e-4 relative to the logit range; absolute for ranges below 1).
 
 use std::path::PathBuf;
 
 use nestdnn::model::{find_models, models_dir, DescendantPlan, Fixtures, MultiCapacityModel};
 use tract_onnx::prelude::*;
 
-const TOL: f32 = 1e-4;
+/// Relative tolerance: allowed max |diff| per unit of the reference logits' range.
+const REL_TOL: f32 = 1e-4;
+
+/// Max |diff| against the reference and the reference logits' range.
+#[derive(Debug, Clone, Copy)]
+struct Diff {
+    abs: f32,
+    range: f32,
+}
+
+impl Diff {
+    fn new() -> Self {
+        Diff {
+            abs: 0.0,
+            range: 0.0,
+        }
+    }
+
+    /// Allowed max |diff|: `REL_TOL * max(1, range)`.
+    fn tol(self) -> f32 {
+        REL_TOL * self.range.max(1.0)
+    }
+
+    fn ok(self) -> bool {
+        self.abs <= self.tol()
+    }
+}
+
+impl std::fmt::Display for Diff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "max |diff| {:.2e}, logit range {:.3} (tolerance {:.2e})",
+            self.abs,
+            self.range,
+            self.tol()
+        )
+    }
+}
+
+/// Accumulates `(got, want)` logit pairs: max |diff| and the range of `want`.
+struct DiffAcc {
+    worst: f32,
+    lo: f32,
+    hi: f32,
+}
+
+impl DiffAcc {
+    fn new() -> Self {
+        DiffAcc {
+            worst: 0.0,
+            lo: f32::INFINITY,
+            hi: f32::NEG_INFINITY,
+        }
+    }
+
+    fn add(&mut self, name: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{name}: logits length");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.is_finite(), "{name}: non-finite logit");
+            self.worst = self.worst.max((g - w).abs());
+            self.lo = self.lo.min(*w);
+            self.hi = self.hi.max(*w);
+        }
+    }
+
+    fn finish(self) -> Diff {
+        if self.lo > self.hi {
+            return Diff::new();
+        }
+        Diff {
+            abs: self.worst,
+            range: self.hi - self.lo,
+        }
+    }
+}
 
 fn models() -> Vec<PathBuf> {
     let root = models_dir();
@@ -20,21 +98,17 @@ fn models() -> Vec<PathBuf> {
     found
 }
 
-fn max_diff(plan: &DescendantPlan, fx: &Fixtures, name: &str) -> f32 {
+fn max_diff(plan: &DescendantPlan, fx: &Fixtures, name: &str) -> Diff {
     let mut state = plan.spawn().unwrap();
-    let mut worst = 0f32;
+    let mut acc = DiffAcc::new();
     for i in 0..fx.len() {
         let want = fx
             .logits(name, i)
             .unwrap_or_else(|| panic!("fixtures lack {name}/logits"));
         let got = state.run(fx.input(i).unwrap()).unwrap();
-        assert_eq!(got.len(), want.len(), "{name}: logits length");
-        for (g, w) in got.iter().zip(want) {
-            assert!(g.is_finite(), "{name}: non-finite logit");
-            worst = worst.max((g - w).abs());
-        }
+        acc.add(name, &got, want);
     }
-    worst
+    acc.finish()
 }
 
 #[test]
@@ -53,26 +127,17 @@ fn every_descendant_matches_pytorch() {
             let plan = model.build_plan(i).unwrap();
             let d = max_diff(&plan, &fx, plan.name());
             eprintln!(
-                "{} {}: max |diff| {d:.2e} over {} images",
+                "{} {}: {d} over {} images",
                 model.manifest().task,
                 plan.name(),
                 fx.len()
             );
-            assert!(
-                d <= TOL,
-                "{} {}: max |diff| {d} > {TOL}",
-                dir.display(),
-                plan.name()
-            );
+            assert!(d.ok(), "{} {}: {d}", dir.display(), plan.name());
         }
         let plan = model.build_vanilla_plan().unwrap();
         let d = max_diff(&plan, &fx, "vanilla");
-        eprintln!("{} vanilla: max |diff| {d:.2e}", model.manifest().task);
-        assert!(
-            d <= TOL,
-            "{} vanilla: max |diff| {d} > {TOL}",
-            dir.display()
-        );
+        eprintln!("{} vanilla: {d}", model.manifest().task);
+        assert!(d.ok(), "{} vanilla: {d}", dir.display());
     }
 }
 
@@ -96,16 +161,27 @@ fn largest_descendant_matches_unsliced_file() {
             .unwrap()
             .into_runnable()
             .unwrap();
+        let mut acc = DiffAcc::new();
         for i in 0..fx.len() {
             let x = fx.input(i).unwrap();
             let got = state.run(x).unwrap();
             let t = Tensor::from_shape(&model.input_shape(), x).unwrap();
             let out = reference.run(tvec!(t.into_tvalue())).unwrap();
-            let want = out[0].to_plain_array_view::<f32>().unwrap();
-            for (g, w) in got.iter().zip(want.iter()) {
-                assert!((g - w).abs() <= TOL, "{}: {g} vs {w}", dir.display());
-            }
+            let want: Vec<f32> = out[0]
+                .to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .copied()
+                .collect();
+            acc.add(plan.name(), &got, &want);
         }
+        let d = acc.finish();
+        eprintln!(
+            "{} {} vs unsliced model.onnx: {d}",
+            model.manifest().task,
+            plan.name()
+        );
+        assert!(d.ok(), "{}: {d}", dir.display());
     }
 }
 
