@@ -5,7 +5,9 @@
 #      unit and integration tests (real models, bags, messages checked against rosidl);
 #   2. DDS integration tests against Cyclone DDS, inside a private loopback-only network
 #      namespace (needs root for `unshare -n`), and a 1-minute soak run (scripts/soak.sh);
-#   3. the offline stage (models/): committed artifacts and a tiny pipeline run end to end;
+#   3. the offline stage (models/): committed artifacts, a tiny pipeline run end to end, the
+#      forge on three families and a real-image folder, golden slicing of vgg16, resnet50 and
+#      mobilenet_v2 at 224 px (Rust runtime vs PyTorch);
 #   4. smoke runs of the main job (bag replay) and of the multi-tenant benchmark;
 #   5. a short fuzzing pass over the parsers of outside data (scripts/fuzz.sh).
 # Set NESTDNN_SKIP_R2R=1 to skip the r2r type-check (slow on a cold cache).
@@ -49,16 +51,16 @@ trap 'rm -rf "$tmp"' EXIT
 step "soak: 1 minute (node and monitor restarts, budget / priority changes; private network namespace)"
 NESTDNN_BIN_DIR=target/debug scripts/soak.sh --minutes 1 --report "$tmp/soak.json"
 
+cargo build -q --profile test -p nestdnn_node --bin nestdnn
 if [ -x models/test.sh ]; then
-  step "models pipeline tests"
-  models/test.sh
+  step "models pipeline and forge tests (forge x3 families on a real-image folder, golden slicing at 224 px)"
+  NESTDNN_BIN=target/debug/nestdnn models/test.sh
 fi
 
 step "smoke: scripts/demo.sh --smoke"
 scripts/demo.sh --smoke
 
 step "smoke: nestdnn bench multitenant --quick"
-cargo build -q --profile test -p nestdnn_node --bin nestdnn
 target/debug/nestdnn bench multitenant --quick --report "$tmp/multitenant-quick.json"
 target/debug/nestdnn bench table --report "$tmp/multitenant-quick.json" >/dev/null
 step "fuzzing: scripts/fuzz.sh --seconds 15 (AFL++, 7 targets)"

@@ -89,6 +89,9 @@ def plan_epochs(spec, sched, ds, args, device, log, has_weights):
     retraining, each grow step and the last grow step, in units of the training split, with x
     chosen so the estimated training time is 80 % of the budget (the rest: ranking, BN,
     export)."""
+    if args.untrained:
+        return dict(vanilla=0.0, retrain=0.0, grow=0.0, grow_last=0.0, triplets=8,
+                    bn_images=8, why="--untrained: no training")
     if args.tiny:
         plan = dict(TINY)
         if has_weights:
@@ -135,8 +138,14 @@ def _train(net, ds, epochs, lr, seed, desc, args, deadline, masks=None):
 
 
 def _bn(net, ds, n, seed, args):
-    recalibrate_bn(net, ds, n if not args.untrained else min(n, 16), seed,
-                   batch=min(64, _batch(args.input_size)))
+    recalibrate_bn(net, ds, n, seed, batch=min(64, _batch(args.input_size)))
+
+
+def _acc(net, ds, args):
+    """Validation top-1; an untrained ladder declares chance level instead of measuring."""
+    if args.untrained:
+        return 1.0 / len(ds.labels)
+    return accuracy(net, ds.x_test, ds.y_test, ds.mean, ds.std)
 
 
 def _cpu(state):
@@ -255,7 +264,7 @@ def run(args) -> int:
             _train(m, ds, plan["vanilla"], 2e-3, seed_for(task, "vanilla"), "vanilla", args,
                    deadline)
             _bn(m, ds, plan["bn_images"], seed_for(task, "bn", "vanilla"), args)
-        acc = accuracy(m, ds.x_test, ds.y_test, ds.mean, ds.std)
+        acc = _acc(m, ds, args)
         return dict(state=_cpu(m.state_dict()), acc=acc)
     van = timed("vanilla", lambda: ck.get("vanilla", do_vanilla, deps))
     log(f"vanilla: val accuracy {van['acc']:.4f}")
@@ -277,7 +286,7 @@ def run(args) -> int:
             _train(m, ds, plan["retrain"], 1e-3, seed_for(task, "roadmap", s), f"prune {s}",
                    args, deadline)
             _bn(m, ds, plan["bn_images"], seed_for(task, "bn", "roadmap", s), args)
-            acc = accuracy(m, ds.x_test, ds.y_test, ds.mean, ds.std)
+            acc = _acc(m, ds, args)
             return dict(widths=sched[s], ids=ids, state=_cpu(m.state_dict()), acc=acc)
         st = timed("roadmap", lambda: ck.get(f"roadmap-{s}", do_prune))
         log(f"roadmap step {s}: {gn.macs(spec, st['widths']) / 1e6:.1f} MMAC, val accuracy "
@@ -319,6 +328,7 @@ def run(args) -> int:
                                         f"the inherited block (internal error)")
             return dict(widths=big["widths"], ids=ids_big, state=state)
         d = timed("grow", lambda: ck.get(f"grow-{s}", do_grow))
+        big.pop("state", None)    # no longer needed: keep memory flat on full-size networks
         log(f"grow to roadmap step {s}: every inherited weight bit-for-bit frozen (checked)")
         desc.append(d)
     full = desc[-1]["state"]
@@ -328,6 +338,7 @@ def run(args) -> int:
             if not gn.bits_equal(sub[k], d["state"][k]):
                 raise PipelineError(f"a descendant is not a prefix of the largest ({k}) "
                                     f"(internal error)")
+        d.pop("state")
 
     # ------------------------------------------------------------------ 4. per-descendant BN
     def do_ladder():
@@ -339,7 +350,7 @@ def run(args) -> int:
             sd = m.state_dict()
             out.append(dict(bn={k: sd[k].detach().cpu().clone() for k in sd
                                 if k.endswith(("running_mean", "running_var"))},
-                            acc=accuracy(m, ds.x_test, ds.y_test, ds.mean, ds.std)))
+                            acc=_acc(m, ds, args)))
         return out
     lad = timed("ladder", lambda: ck.get("ladder", do_ladder))
     for d, l in zip(desc, lad):
@@ -416,8 +427,9 @@ def export(spec, args, task, ds, van, full, desc, out: Path, log, stage_t):
         idx = _fixture_index(ds, N_FIXTURES)
         x_u8 = ds.x_test[idx]
         x = normalise(torch.from_numpy(x_u8), ds.mean, ds.std)
-        fixtures = {"input": x.numpy(), "input_u8": x_u8.copy(),
-                    "label": ds.y_test[idx].astype(np.int64)}
+        fixtures = {"input": x.numpy(), "label": ds.y_test[idx].astype(np.int64)}
+        if x_u8.shape[1] == 1:      # the format's `input_u8` holds gray pixels [N,H,W]
+            fixtures["input_u8"] = x_u8[:, 0].copy()
         bn_out, worst = {}, 0.0
         bn_names = bn_stat_names(model)
         for name, d in zip(names, desc):

@@ -428,9 +428,12 @@ def materialize(spec: GraphSpec, w, state=None) -> fx.GraphModule:
     resized (Conv channels and groups, BatchNorm features, Linear inputs) and holding `state`
     (already at widths `w`; default: the prefix of the full network's own weights)."""
     spec.check_widths(w)
-    net = copy.deepcopy(spec.gm)
     if state is None:
         state = prefix_state(spec, spec.gm.state_dict(), w)
+    # copy the module tree but not its tensors (they are all replaced below): a full-size
+    # VGG-16 holds 0.5 GB
+    memo = {id(t): torch.empty(0) for t in list(spec.gm.parameters()) + list(spec.gm.buffers())}
+    net = copy.deepcopy(spec.gm, memo)
     mods = dict(net.named_modules())
     for c in spec.convs:
         m = mods[c.name]
