@@ -21,7 +21,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    tf = T.Compose([T.Resize((a.size, a.size)), T.RandomHorizontalFlip(), T.ToTensor()])
+    # the usual torchvision recipe: ImageNet normalisation (tell models/forge: --mean/--std)
+    tf = T.Compose([T.Resize((a.size, a.size)), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     ds = torchvision.datasets.ImageFolder(f"{a.data}/train", tf)
     dl = torch.utils.data.DataLoader(ds, batch_size=32, shuffle=True)
     net = getattr(torchvision.models, a.arch)(num_classes=len(ds.classes))

@@ -201,6 +201,22 @@ def run(args) -> int:
         ds = random_dataset(args.classes, ch, args.input_size, seed=seed_for(task, "random"))
         log(f"data: {len(ds.x_train)} random images, {args.classes} classes (--untrained)")
     channels = int(ds.x_train.shape[1])
+    for flag, val in (("--mean", args.mean), ("--std", args.std)):
+        if val is None:
+            continue
+        try:
+            v = [float(t) for t in val.split(",")]
+        except ValueError:
+            raise PipelineError(f"{flag} {val!r}: give {channels} comma-separated numbers")
+        if len(v) != channels or (flag == "--std" and min(v) <= 0):
+            raise PipelineError(f"{flag} {val!r}: give {channels} comma-separated numbers"
+                                f"{' > 0' if flag == '--std' else ''} (one per channel)")
+        if flag == "--mean":
+            ds.mean = v
+        else:
+            ds.std = v
+    if args.mean or args.std:
+        log(f"input normalisation (your training's): mean {ds.mean} std {ds.std}")
     classes = len(ds.labels)
     seed_all(seed_for(task, "init"))
     net = build(args.arch, classes, channels, args.input_size, args.width)
@@ -239,7 +255,7 @@ def run(args) -> int:
         log(f"training plan ({plan['why']}): vanilla {plan['vanilla']:.2f} epochs, "
             f"{plan['retrain']:.2f} per prune step, {plan['grow']:.2f} per grow step "
             f"({plan['grow_last']:.2f} for the last)")
-    cfg = dict(arch=args.arch, width=args.width, size=args.input_size, n=args.descendants,
+    cfg = dict(arch=args.arch, width=args.width, mean=ds.mean, std=ds.std, size=args.input_size, n=args.descendants,
                seed_fraction=args.seed_fraction, untrained=args.untrained, plan=plan,
                weights=None if args.weights is None else sha256_file(args.weights),
                data=[len(ds.x_train), int(ds.x_train.sum() % 1000003)], flip=not args.no_flip)
@@ -268,6 +284,10 @@ def run(args) -> int:
         return dict(state=_cpu(m.state_dict()), acc=acc)
     van = timed("vanilla", lambda: ck.get("vanilla", do_vanilla, deps))
     log(f"vanilla: val accuracy {van['acc']:.4f}")
+    if args.weights is not None and van["acc"] < 1.5 / classes:
+        log(f"warning: your weights score {van['acc']:.1%} on the validation images (chance is "
+            f"{1 / classes:.1%}): check --mean/--std (the normalisation your training used), "
+            f"--input-size and the class order (folder names, sorted)")
 
     # ------------------------------------------------------------------ 2. roadmap (TRR)
     road = [dict(widths=sched[0], ids={u: torch.arange(spec.base[u]) for u in spec.units},
@@ -537,6 +557,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--color", choices=("auto", "rgb", "gray"), default="auto",
                     help="image colour (auto: gray when every training image is gray)")
+    ap.add_argument("--mean", help="per-channel input mean your training used, e.g. "
+                                   "0.485,0.456,0.406 (default: the training images' own)")
+    ap.add_argument("--std", help="per-channel input std your training used, e.g. "
+                                  "0.229,0.224,0.225 (default: the training images' own)")
     ap.add_argument("--no-flip", action="store_true",
                     help="no horizontal-flip augmentation (e.g. text, digits)")
     ap.add_argument("--task", help="task name in the manifest (default: the --out folder name)")

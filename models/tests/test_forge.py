@@ -25,7 +25,7 @@ def forge(*args, timeout=1200):
 
 
 def nestdnn():
-    b = Path(os.environ.get("NESTDNN_BIN", ROOT / "target" / "debug" / "nestdnn"))
+    b = ROOT / os.environ.get("NESTDNN_BIN", "target/debug/nestdnn")   # relative: to the repo
     if not b.exists():
         pytest.fail(f"{b} is missing: build it first (cargo build --profile test --bin nestdnn)"
                     f" or set NESTDNN_BIN")
@@ -114,9 +114,9 @@ def test_forged_model_is_served_by_replay(forged, photos, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rep = json.loads((tmp_path / "r.json").read_text())
-    t = rep["tasks"][0]
-    assert t["frames"] == n and t["processed"] > 0, t
-    assert t["ground_truth"] > 0 and t["accuracy"] is not None
+    t = rep["tasks"][task]
+    assert t["frames"] == n and t["processed"] > 0 and t["bad_frames"] == 0, t
+    assert t["ground_truth"] == n and t["accuracy"] is not None, t
 
 
 GOLDEN = ["vgg16", "resnet50", "mobilenet_v2"]
@@ -263,3 +263,11 @@ def test_out_of_time_stops_at_a_checkpoint_and_resumes(photos, tmp_path):
     assert not out.exists()
     work = tmp_path / ".o.forge-work"
     assert (work / "plan.json").exists()
+    # --resume continues with the interrupted run's epoch plan (not a new one from the new
+    # budget, which would invalidate every checkpoint)
+    r = forge(*args[:-1], "5", "--resume")
+    assert "training plan from the interrupted run" in r.stdout, r.stdout[-2000:]
+    if r.returncode == 0:
+        assert (out / "manifest.yaml").exists() and not work.exists()
+    else:   # so little training may leave fewer than 5 non-decreasing descendants: said so
+        assert r.returncode == 2 and "non-decreasing" in r.stderr, r.stderr[-2000:]
