@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,16 @@ def verify_folder(d, atol: float = 1e-4) -> dict:
     if err > atol:
         raise PipelineError(f"{d}: vanilla.onnx differs from vanilla/logits by {err:.2e}")
     return dict(manifest=man, max_err=max(worst, err))
+
+
+def install_folder(tmp: Path, dest: Path):
+    """Moves the finished folder `tmp` to `dest` (a sibling), replacing an existing `dest`
+    only after the new one is complete: readers see the old or the new folder, never half."""
+    old = dest.parent / f".old-{dest.name}-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_safetensors(path: Path, tensors: dict):

@@ -24,13 +24,14 @@ import torch
 
 from . import graphnet as gn
 from .errors import OutOfTime, PipelineError
-from .export import (OPSET, bn_stat_names, export_onnx, graph_layers, ort_run, save_safetensors,
-                     sha256_bytes, sha256_file, slice_onnx, verify_folder)
+from .export import (OPSET, bn_stat_names, export_onnx, graph_layers, install_folder, ort_run,
+                     save_safetensors, sha256_bytes, sha256_file, slice_onnx, verify_folder)
 from .families import FAMILIES, build, load_weights
 from .folder import load_folder, random_dataset
-from .run import Checkpoints
+from .nest import bits_equal, grow_permutation
+from .run import Checkpoints, monotone
 from .train import accuracy, normalise, recalibrate_bn, seed_all, seed_for, train
-from .rank import triplets
+from .rank import keep_top, triplets
 
 MIN_DESCENDANTS = 5
 N_FIXTURES = 8
@@ -299,7 +300,7 @@ def run(args) -> int:
             m = gn.materialize(spec, cur["widths"], cur["state"]).to(device)
             scores = gn.trr_scores(spec, m, _triplet_batches(ds, plan["triplets"],
                                                              seed_for(task, "trr", s)))
-            keep = gn.keep_top(scores, sched[s])
+            keep = keep_top(scores, sched[s])
             state = gn.select_state(spec, cur["state"], keep)
             ids = {u: cur["ids"][u][keep[u]] for u in spec.units}
             m = gn.materialize(spec, sched[s], state).to(device)
@@ -320,14 +321,7 @@ def run(args) -> int:
         small, big = desc[-1], road[s]
 
         def do_grow(s=s, small=small, big=big):
-            perm, ids_big = {}, {}
-            for u in spec.units:
-                pos = {int(i): j for j, i in enumerate(big["ids"][u])}
-                old = [pos[int(i)] for i in small["ids"][u]]
-                old_set = set(int(i) for i in small["ids"][u])
-                new = [j for j, i in enumerate(big["ids"][u]) if int(i) not in old_set]
-                perm[u] = torch.tensor(old + new, dtype=torch.long)
-                ids_big[u] = big["ids"][u][perm[u]]
+            perm, ids_big = grow_permutation(spec.units, small["ids"], big["ids"])
             init = gn.select_state(spec, big["state"], perm)
             sw = small["widths"]
             for k, t in small["state"].items():
@@ -343,7 +337,7 @@ def run(args) -> int:
             state = _cpu(m.state_dict())
             inherited = gn.prefix_state(spec, state, sw)
             for k in keys:
-                if not gn.bits_equal(inherited[k], small["state"][k]):
+                if not bits_equal(inherited[k], small["state"][k]):
                     raise PipelineError(f"freeze violated in grow step {s}: {k} changed inside "
                                         f"the inherited block (internal error)")
             return dict(widths=big["widths"], ids=ids_big, state=state)
@@ -355,7 +349,7 @@ def run(args) -> int:
     for d in desc:
         sub = gn.prefix_state(spec, full, d["widths"])
         for k in keys:
-            if not gn.bits_equal(sub[k], d["state"][k]):
+            if not bits_equal(sub[k], d["state"][k]):
                 raise PipelineError(f"a descendant is not a prefix of the largest ({k}) "
                                     f"(internal error)")
         d.pop("state")
@@ -381,7 +375,7 @@ def run(args) -> int:
         for d in desc:
             d["acc"] = 1.0 / classes    # declared, not measured: see manifest `untrained`
     else:
-        kept = _monotone([d["acc"] for d in desc])
+        kept = monotone([d["acc"] for d in desc])
         if len(kept) < len(desc):
             log(f"dropped {len(desc) - len(kept)} descendant(s) more accurate than a larger one "
                 f"(the ladder must not lose accuracy as it grows)")
@@ -399,14 +393,6 @@ def run(args) -> int:
     shutil.copyfile(work / "forge.log", out / "forge.log")
     shutil.rmtree(work, ignore_errors=True)
     return summary
-
-
-def _monotone(accs):
-    keep = [len(accs) - 1]
-    for i in range(len(accs) - 2, -1, -1):
-        if accs[i] <= accs[keep[-1]]:
-            keep.append(i)
-    return sorted(keep)
 
 
 def _fixture_index(ds, n):
@@ -517,11 +503,7 @@ def export(spec, args, task, ds, van, full, desc, out: Path, log, stage_t):
         verify_folder(tmp, atol=1e-4 * max(1.0, float(np.ptp(fixtures["d0/logits"])),
                                            float(np.ptp(fixtures[f"{names[-1]}/logits"])),
                                            float(np.ptp(yv))))
-        old = out.parent / f".old-{out.name}-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        install_folder(tmp, out)
         log(f"wrote {out}: {len(desc)} descendants, "
             f"{descendants[0]['macs'] / 1e6:.1f}..{descendants[-1]['macs'] / 1e6:.1f} MMAC")
         return manifest

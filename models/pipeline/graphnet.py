@@ -25,7 +25,6 @@ import copy
 import operator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -101,11 +100,15 @@ class GraphSpec:
 
 
 class _UF:
+    """Union-find over unit names; the earlier unit (graph order) stays the root."""
+
     def __init__(self):
         self.p = {}
+        self.order = {}
 
     def add(self, u):
         self.p.setdefault(u, u)
+        self.order.setdefault(u, len(self.order))
 
     def find(self, u):
         while self.p[u] != u:
@@ -116,7 +119,6 @@ class _UF:
     def union(self, a, b):
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            # keep the earlier unit (graph order) as the root: stable names
             if self.order[ra] < self.order[rb]:
                 self.p[rb] = ra
             else:
@@ -146,7 +148,6 @@ def trace(model: nn.Module, input_shape, what: str = "the model") -> GraphSpec:
                             f"channels")
     mods = dict(gm.named_modules())
     uf = _UF()
-    uf.order = {}
     tag = {}
     convs, linears, users = [], [], {}
     for n in gm.graph.nodes:
@@ -190,7 +191,6 @@ def trace(model: nn.Module, input_shape, what: str = "the model") -> GraphSpec:
                 if m.groups == 1:
                     u = n.target
                     uf.add(u)
-                    uf.order[u] = len(uf.order)
                     src = tx[1] if tx[0] == "u" else None
                     if tx == OPAQUE:
                         refuse(n, "Conv on an untracked tensor")
@@ -246,7 +246,7 @@ def trace(model: nn.Module, input_shape, what: str = "the model") -> GraphSpec:
                     uf.union(us[0][1], us[1][1])
                     tag[n.name] = us[0]
                 else:
-                    tag[n.name] = OPAQUE if ts and ts[0] is not None else OPAQUE
+                    tag[n.name] = OPAQUE
             elif f is torch.flatten:
                 start = n.args[1] if len(n.args) > 1 else n.kwargs.get("start_dim", 0)
                 tag[n.name] = _flatten(n, tx, start, refuse)
@@ -568,29 +568,5 @@ def width_schedule(spec: GraphSpec, steps: int, seed_fraction: float):
     return s
 
 
-def keep_top(scores, widths):
-    """Indices of the `widths[u]` best channels of every unit, ascending channel order; ties
-    break towards the lower index."""
-    keep = {}
-    for u, s in scores.items():
-        order = torch.sort(-s, stable=True).indices[: int(widths[u])]
-        keep[u] = torch.sort(order).values
-    return keep
-
-
-def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and torch.equal(a.contiguous().view(torch.int32),
-                                              b.contiguous().view(torch.int32))
-
-
 def param_keys(net: nn.Module):
     return [k for k, _ in net.named_parameters()]
-
-
-def np_state(state):
-    return {k: v.detach().cpu().numpy() for k, v in state.items()}
-
-
-__all__ = ["GraphSpec", "trace", "macs", "params", "prefix_state", "select_state",
-           "prefix_masks", "materialize", "reinit", "at_width", "trr_scores", "width_schedule",
-           "keep_top", "bits_equal", "param_keys", "np"]

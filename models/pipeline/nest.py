@@ -34,7 +34,7 @@ def _net(arch, w, state):
     return net.eval()
 
 
-def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.shape == b.shape and torch.equal(a.contiguous().view(torch.int32),
                                               b.contiguous().view(torch.int32))
 
@@ -102,6 +102,21 @@ def pick_seed(task, steps, floor, min_descendants):
 
 
 # ----------------------------------------------------------------------------- freeze & grow
+def grow_permutation(units, small_ids, big_ids):
+    """Channel order of the larger roadmap model for a grow step: the smaller descendant's
+    filters first (in its order, so they form the prefix), then the ones the roadmap removed.
+    ids: {unit: LongTensor of vanilla channel ids}. Returns (perm, reordered big ids)."""
+    perm, ids_big = {}, {}
+    for u in units:
+        pos = {int(i): j for j, i in enumerate(big_ids[u])}
+        old = [pos[int(i)] for i in small_ids[u]]
+        old_set = set(int(i) for i in small_ids[u])
+        new = [j for j, i in enumerate(big_ids[u]) if int(i) not in old_set]
+        perm[u] = torch.tensor(old + new, dtype=torch.long)
+        ids_big[u] = big_ids[u][perm[u]]
+    return perm, ids_big
+
+
 def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
     teacher = _teacher(arch, steps[0]["state"], cfg)
     """Walk the roadmap backwards from the seed. Each step adds back the filters the roadmap
@@ -117,14 +132,7 @@ def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
     keys = shared_keys(arch)
     for s in range(seed_step - 1, -1, -1):
         small, M = desc[-1], steps[s]
-        perm, ids_big = {}, {}
-        for u in arch.units:
-            pos_in_m = {int(i): j for j, i in enumerate(M["ids"][u])}
-            old = [pos_in_m[int(i)] for i in small["ids"][u]]
-            old_set = set(int(i) for i in small["ids"][u])
-            new = [j for j, i in enumerate(M["ids"][u]) if int(i) not in old_set]
-            perm[u] = torch.tensor(old + new, dtype=torch.long)
-            ids_big[u] = M["ids"][u][perm[u]]
+        perm, ids_big = grow_permutation(arch.units, small["ids"], M["ids"])
         init = select_state(arch, M["state"], perm)
         sw = small["widths"]
         zero = cfg.get("grow_init", "roadmap") == "zero"
@@ -155,7 +163,7 @@ def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
         state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         inherited = prefix_state(arch, state, sw)
         for k in keys:
-            if not _bits_equal(inherited[k], small["state"][k]):
+            if not bits_equal(inherited[k], small["state"][k]):
                 raise PipelineError(f"{task}: freeze violated in grow step {s}: {k} changed "
                                     f"inside the inherited block (internal error)")
         log(f"grow to roadmap step {s}: every inherited weight bit-for-bit frozen (checked)")
@@ -164,7 +172,7 @@ def grow(task, arch: Arch, steps, seed_step, ds, cfg, log, pos=0):
     for d in desc:   # the chain property, transitively: every descendant is a prefix of full
         sub = prefix_state(arch, full, d["widths"])
         for k in keys:
-            if not _bits_equal(sub[k], d["state"][k]):
+            if not bits_equal(sub[k], d["state"][k]):
                 raise PipelineError(f"{task}: descendant at step {d['step']} is not a prefix of "
                                     f"the largest ({k}) (internal error)")
     return desc

@@ -21,8 +21,8 @@ from . import data as data_mod
 from .arch import Net, bn_keys, macs, make_arch, params, prefix_state, shared_keys
 from .config import APPS, MIN_DESCENDANTS, TINY_DATA, app_config
 from .errors import PipelineError
-from .export import (OPSET, bn_stat_names, export_onnx, graph_layers, ort_run, save_safetensors,
-                     sha256_bytes, sha256_file, slice_onnx, verify_folder)
+from .export import (OPSET, bn_stat_names, export_onnx, graph_layers, install_folder, ort_run,
+                     save_safetensors, sha256_bytes, sha256_file, slice_onnx, verify_folder)
 from .nest import (ablation, build_roadmap, calibrate_ladder, descendant_net, grow, pick_seed,
                    width_schedule)
 from .train import accuracy, recalibrate_bn, seed_all, seed_for, train
@@ -333,11 +333,7 @@ def export_app(task, cfg, arch, ds, van, full, desc, abl, out: Path, log, tiny):
             + yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None, width=100))
         verify_folder(tmp)
         dest = out / task
-        old = out / f".old-{task}-{os.getpid()}"
-        if dest.exists():
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
+        install_folder(tmp, dest)
         log(f"wrote {dest}")
         return dict(task=task, manifest=manifest)
     except BaseException:

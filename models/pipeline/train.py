@@ -41,23 +41,9 @@ def normalise(x_u8: torch.Tensor, mean, std) -> torch.Tensor:
 def augment(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
     """Random translations by up to `shift` pixels (zero fill) and optional horizontal flips,
     on a u8 batch [B,28,28] (or [B,C,H,W]: the same shift for every channel of an image)."""
-    if x.dim() == 4:
-        return _augment4(x, g, shift, hflip)
-    b, h, w = x.shape
-    if hflip:
-        flip = torch.rand(b, generator=g) < 0.5
-        x = torch.where(flip[:, None, None], x.flip(-1), x)
-    if shift:
-        p = F.pad(x, (shift, shift, shift, shift))
-        dy = torch.randint(0, 2 * shift + 1, (b,), generator=g)
-        dx = torch.randint(0, 2 * shift + 1, (b,), generator=g)
-        rows = (dy[:, None] + torch.arange(h)[None])[:, :, None]
-        cols = (dx[:, None] + torch.arange(w)[None])[:, None, :]
-        x = p[torch.arange(b)[:, None, None], rows, cols]
-    return x
-
-
-def _augment4(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> torch.Tensor:
+    gray = x.dim() == 3
+    if gray:
+        x = x.unsqueeze(1)
     b, c, h, w = x.shape
     if hflip:
         flip = torch.rand(b, generator=g) < 0.5
@@ -70,7 +56,7 @@ def _augment4(x: torch.Tensor, g: torch.Generator, shift: int, hflip: bool) -> t
         cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :]
         x = p[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows,
               cols]
-    return x
+    return x.squeeze(1) if gray else x
 
 
 def _dev(net) -> torch.device:

@@ -13,7 +13,6 @@ use common::{standalone, write_model, Lcg, Synth};
 use nestdnn::model::{
     DescendantPlan, ModelError, ModelSlot, MultiCapacityModel, PlanState, SwitchPolicy,
 };
-use tract_onnx::prelude::*;
 
 #[global_allocator]
 static ALLOC: nestdnn::profile::alloc::CountingAlloc = nestdnn::profile::alloc::CountingAlloc;
@@ -30,27 +29,6 @@ fn inputs(n: usize) -> Vec<Vec<f32>> {
     (0..n).map(|_| r.vec(64, -2.0, 2.0)).collect()
 }
 
-fn reference_logits(proto: &tract_onnx::pb::ModelProto, x: &[f32]) -> Vec<f32> {
-    let plan = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_proto_model(proto)
-        .unwrap()
-        .with_input_fact(0, f32::fact([1, 1, 8, 8]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let t = Tensor::from_shape(&[1, 1, 8, 8], x).unwrap();
-    let out = plan.run(tvec!(t.into_tvalue())).unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
-}
-
 #[test]
 fn descendants_match_independently_sliced_networks() {
     let s = Synth::default();
@@ -64,7 +42,7 @@ fn descendants_match_independently_sliced_networks() {
         let reference = standalone(&s, k);
         for x in inputs(4) {
             let got = st.run(&x).unwrap();
-            let want = reference_logits(&reference, &x);
+            let want = common::reference_logits(&reference, &x);
             assert_eq!(got.len(), 4);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "d{k}: {got:?} vs {want:?}");
@@ -86,7 +64,7 @@ fn descendants_match_independently_sliced_networks() {
     );
     let x = &inputs(1)[0];
     let got = m.build_plan(0).unwrap().spawn().unwrap().run(x).unwrap();
-    let other = reference_logits(&wrong, x);
+    let other = common::reference_logits(&wrong, x);
     assert!(got.iter().zip(&other).any(|(a, b)| (a - b).abs() > 1e-3));
     let v = m.build_vanilla_plan().unwrap();
     assert_eq!(v.index(), None);
@@ -115,8 +93,8 @@ fn exported_descendant_is_a_standalone_onnx_model() {
     );
     assert!(g.value_info.is_empty());
     let x = &inputs(1)[0];
-    let got = reference_logits(&proto, x);
-    let want = reference_logits(&standalone(&s, 1), x);
+    let got = common::reference_logits(&proto, x);
+    let want = common::reference_logits(&standalone(&s, 1), x);
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5);
     }

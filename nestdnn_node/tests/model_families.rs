@@ -8,7 +8,6 @@ mod common;
 use common::families::Family;
 use common::Lcg;
 use nestdnn::model::{ModelError, MultiCapacityModel};
-use tract_onnx::prelude::*;
 
 fn load(f: &Family) -> (tempfile::TempDir, Result<MultiCapacityModel, ModelError>) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,27 +19,6 @@ fn load(f: &Family) -> (tempfile::TempDir, Result<MultiCapacityModel, ModelError
 fn inputs(n: usize) -> Vec<Vec<f32>> {
     let mut r = Lcg::new(11);
     (0..n).map(|_| r.vec(64, -2.0, 2.0)).collect()
-}
-
-fn reference_logits(proto: &tract_onnx::pb::ModelProto, x: &[f32]) -> Vec<f32> {
-    let plan = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_proto_model(proto)
-        .unwrap()
-        .with_input_fact(0, f32::fact([1, 1, 8, 8]).into())
-        .unwrap()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap();
-    let t = Tensor::from_shape(&[1, 1, 8, 8], x).unwrap();
-    let out = plan.run(tvec!(t.into_tvalue())).unwrap();
-    out[0]
-        .to_plain_array_view::<f32>()
-        .unwrap()
-        .iter()
-        .copied()
-        .collect()
 }
 
 /// Every descendant's plan against the hand-sliced reference, parameter counts against the
@@ -55,7 +33,7 @@ fn check_all_descendants(f: &Family) {
         let reference = f.standalone(k);
         for (i, x) in inputs(3).iter().enumerate() {
             let got = st.run(x).unwrap();
-            let want = reference_logits(&reference, x);
+            let want = common::reference_logits(&reference, x);
             assert_eq!(got.len(), 4);
             let hi = want.iter().copied().fold(f32::MIN, f32::max);
             let lo = want.iter().copied().fold(f32::MAX, f32::min);

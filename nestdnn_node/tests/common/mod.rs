@@ -243,6 +243,30 @@ pub fn onnx_model(
     }
 }
 
+/// Logits of a synthetic model (input [1,1,8,8]) run by tract straight from `proto`: the
+/// reference that runtime-sliced descendants are compared with.
+pub fn reference_logits(proto: &pb::ModelProto, x: &[f32]) -> Vec<f32> {
+    use tract_onnx::prelude::*;
+    let plan = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_proto_model(proto)
+        .unwrap()
+        .with_input_fact(0, f32::fact([1, 1, 8, 8]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let t = Tensor::from_shape(&[1, 1, 8, 8], x).unwrap();
+    let out = plan.run(tvec!(t.into_tvalue())).unwrap();
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
 fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
