@@ -6,7 +6,8 @@
 # printing a live table once per bag second (per task: descendant, share, fps, accuracy so
 # far, drops) and a final summary, and writes to OUT_DIR (default out/demo/):
 #   report.json   per task frames/processed/dropped/accuracy/switches, every plan + trigger
-#   plot.svg      CPU budget and each task's planned descendant over bag time
+#   plot.svg      CPU budget and each task's planned descendant over bag time (and the
+#   plot.png      same plot as PNG)
 #   results.mcap  the node's outputs (results, classifications, plans) as a ROS 2 bag
 #
 # Options:
@@ -70,5 +71,5 @@ set -e
 end=$(date +%s.%N)
 awk -v a="$start" -v b="$built" -v c="$end" \
   'BEGIN { printf "\nbuild %.1f s, replay %.1f s, total %.1f s\n", b - a, c - b, c - a }'
-echo "outputs: $out/report.json  $out/plot.svg  $out/results.mcap"
+echo "outputs: $out/report.json  $out/plot.svg  $out/plot.png  $out/results.mcap"
 exit $rc

@@ -27,9 +27,14 @@ use serde::Serialize;
 use serde_yaml::Value;
 
 pub use params::{describe, section_matches, Match, NodeName, Origin, Params};
+use params::{range, type_err};
 
-use crate::model::SwitchPolicy;
-use crate::scheduler::{Budget, Objective, SchedulerError, Settings, SolverChoice};
+use crate::interface::Qos;
+use crate::model::{InputSpec, SwitchPolicy};
+use crate::preprocess::{PreprocessError, Preprocessor};
+use crate::scheduler::{
+    Budget, Ladder, Objective, SchedulerError, Settings, SolverChoice, TaskSpec,
+};
 
 /// Errors of reading and validating the node configuration.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +216,43 @@ pub struct TaskConfig {
 }
 
 impl TaskConfig {
+    /// The subscription's QoS: the preset with the configured history depth.
+    pub fn qos(&self) -> Qos {
+        let base = match self.qos {
+            QosPreset::SensorData => Qos::SENSOR_DATA,
+            QosPreset::Reliable => Qos::RELIABLE,
+        };
+        Qos {
+            depth: self.qos_depth.clamp(1, 1000) as u32,
+            ..base
+        }
+    }
+
+    /// The task's pre-processor for a model with input `input` (its ROI applied).
+    ///
+    /// # Errors
+    /// [`PreprocessError`] when images cannot make that input.
+    pub fn preprocessor(&self, input: &InputSpec) -> Result<Preprocessor, PreprocessError> {
+        let roi = self.roi.map(|r| crate::preprocess::Roi {
+            x: r.x,
+            y: r.y,
+            width: r.width,
+            height: r.height,
+        });
+        Preprocessor::new(input, roi)
+    }
+
+    /// The task as the planner sees it, with `ladder`.
+    pub fn spec(&self, ladder: Ladder) -> TaskSpec {
+        TaskSpec {
+            name: self.name.clone(),
+            priority: self.priority,
+            target_fps: self.target_fps,
+            enabled: self.enabled,
+            ladder: std::sync::Arc::new(ladder),
+        }
+    }
+
     /// The topic actually subscribed: `image_topic`, or `image_topic/compressed`.
     pub fn subscribed_topic(&self) -> String {
         match self.transport {
@@ -285,118 +327,6 @@ const RESERVED: &[&str] = &[
     "scheduler",
     "qos_overrides",
 ];
-
-struct Reader<'a> {
-    p: &'a Params,
-}
-
-fn type_err(key: &str, expected: &'static str, v: &Value) -> ConfigError {
-    ConfigError::Type {
-        key: key.to_string(),
-        expected,
-        found: describe(v),
-    }
-}
-
-fn range(key: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
-    ConfigError::Range {
-        key: key.to_string(),
-        value: value.to_string(),
-        allowed: allowed.to_string(),
-    }
-}
-
-impl Reader<'_> {
-    /// A duration in seconds in [0, 3600]; 0 means off (`None`).
-    fn period(
-        &self,
-        key: &str,
-        default: Option<Duration>,
-    ) -> Result<Option<Duration>, ConfigError> {
-        let x = self.f64(
-            key,
-            default.map_or(0.0, |t| t.as_secs_f64()),
-            0.0,
-            3600.0,
-            false,
-        )?;
-        Ok((x > 0.0).then(|| Duration::from_secs_f64(x)))
-    }
-
-    fn f64(
-        &self,
-        key: &str,
-        default: f64,
-        lo: f64,
-        hi: f64,
-        lo_open: bool,
-    ) -> Result<f64, ConfigError> {
-        let Some(v) = self.p.get(key) else {
-            return Ok(default);
-        };
-        let x = match v {
-            Value::Number(n) => n.as_f64().ok_or_else(|| type_err(key, "a number", v))?,
-            _ => return Err(type_err(key, "a number", v)),
-        };
-        let ok = x.is_finite() && (if lo_open { x > lo } else { x >= lo }) && x <= hi;
-        if !ok {
-            let allowed = format!("{}{lo}, {hi}]", if lo_open { "in (" } else { "in [" });
-            return Err(range(key, x, &allowed));
-        }
-        Ok(x)
-    }
-
-    fn int(&self, key: &str, default: i64, lo: i64, hi: i64) -> Result<i64, ConfigError> {
-        let Some(v) = self.p.get(key) else {
-            return Ok(default);
-        };
-        let x = match v {
-            Value::Number(n) => n.as_i64().ok_or_else(|| type_err(key, "an integer", v))?,
-            _ => return Err(type_err(key, "an integer", v)),
-        };
-        if !(lo..=hi).contains(&x) {
-            return Err(range(key, x, &format!("in [{lo}, {hi}]")));
-        }
-        Ok(x)
-    }
-
-    fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.p.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(type_err(key, "true or false", v)),
-        }
-    }
-
-    fn string(&self, key: &str, default: &str) -> Result<String, ConfigError> {
-        match self.p.get(key) {
-            None => Ok(default.to_string()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(v) => Err(type_err(key, "a string", v)),
-        }
-    }
-
-    fn word<T: Copy>(&self, key: &str, default: T, words: &[(&str, T)]) -> Result<T, ConfigError> {
-        let Some(v) = self.p.get(key) else {
-            return Ok(default);
-        };
-        let Value::String(s) = v else {
-            return Err(type_err(key, "a string", v));
-        };
-        words
-            .iter()
-            .find(|(w, _)| w == s)
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                let list: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
-                range(
-                    key,
-                    format!("{s:?}"),
-                    &format!("one of {}", list.join(", ")),
-                )
-            })
-    }
-}
 
 fn valid_task_name(s: &str) -> bool {
     let mut c = s.chars();
@@ -483,7 +413,7 @@ impl NodeConfig {
     /// [`ConfigError::Missing`] (no `tasks`), [`ConfigError::Type`], [`ConfigError::Range`],
     /// [`ConfigError::UnknownKey`], [`ConfigError::ModelDirNotFound`].
     pub fn from_params(p: &Params) -> Result<Self, ConfigError> {
-        let r = Reader { p };
+        let r = p;
         let tasks: Vec<String> = match p.get("tasks") {
             None => {
                 return Err(ConfigError::Missing {
@@ -550,11 +480,11 @@ impl NodeConfig {
             }
         }
 
-        let scheduler = Self::settings(&r)?;
+        let scheduler = Self::settings(r)?;
         let models_dir = r.string("models_dir", "models")?;
         let mut out = Vec::with_capacity(tasks.len());
         for t in &tasks {
-            out.push(Self::task(&r, t, &models_dir)?);
+            out.push(Self::task(r, t, &models_dir)?);
         }
         Ok(NodeConfig {
             tasks: out,
@@ -568,7 +498,7 @@ impl NodeConfig {
         })
     }
 
-    fn settings(r: &Reader<'_>) -> Result<Settings, ConfigError> {
+    fn settings(r: &Params) -> Result<Settings, ConfigError> {
         let d = Settings::default();
         let objective = r.word(
             "scheduler.objective",
@@ -671,9 +601,9 @@ impl NodeConfig {
         Ok(s)
     }
 
-    fn task(r: &Reader<'_>, t: &str, models_dir: &str) -> Result<TaskConfig, ConfigError> {
+    fn task(r: &Params, t: &str, models_dir: &str) -> Result<TaskConfig, ConfigError> {
         let k = |name: &str| format!("{t}.{name}");
-        let file = r.p.file();
+        let file = r.file();
         let dir_value = r.string(&k("model_dir"), "")?;
         let model_dir = if dir_value.is_empty() {
             let base = resolve_dir(Path::new(models_dir), file).map_err(|tried| {
@@ -714,7 +644,7 @@ impl NodeConfig {
                 "a ROS topic name (letters, digits, `_`, `/`, `~`; no empty segments)",
             ));
         }
-        let roi = match r.p.get(&k("roi")) {
+        let roi = match r.get(&k("roi")) {
             None => None,
             Some(Value::Sequence(s)) if s.is_empty() => None,
             Some(Value::Sequence(s)) => {

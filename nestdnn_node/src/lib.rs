@@ -8,7 +8,11 @@
 //!   BatchNorm folding, tract plans, switching policies.
 //! - [`profile`]: on-device profiler (latency, build time, memory), cached on disk.
 //! - [`preprocess`]: ROS image data (raw and compressed) to model input tensors.
-//! - [`config`]: node configuration from a ROS 2 parameters file, validated.
+//! - [`config`]: the one parameter model: params files and `-p` overrides
+//!   ([`config::Params::from_ros_args`]) for every binary and replay; the node configuration,
+//!   validated.
+//! - [`interface`]: the nodes' ROS interface declared once: topics with their QoS, QoS
+//!   profiles, log levels (no ROS client library).
 //! - [`fsio`]: output files: never onto an input, checked before work, written atomically.
 //! - [`scheduler`]: cost model and solvers that pick a descendant and a compute share per task.
 //! - [`runtime`]: the multi-tenant task runtime: mailboxes, workers, share arbiter, counters.
@@ -19,16 +23,17 @@
 //! - [`replay`]: bag replay through the node core (deterministic on the simulator, or
 //!   realtime), report, plot.
 //! - [`monitor`]: machine resource readings (/proc, cgroup v2, battery) and the budget they imply.
-//! - [`node`]: node wiring shared by the transports (shutdown on signals, stamps, logging).
-//! - [`transport`]: ROS middleware adapters: pure-Rust DDS (feature `dds`), r2r (feature `r2r`).
-//! - [`bench`](mod@bench): the multi-tenant benchmark (NestDNN against the status quo): workload,
-//!   harness, curves and gains, report.
+//! - [`node`]: the node core [`node::app::App`] (split by concern: `frames`, `plans`,
+//!   `control`) and the one node adapter [`node::ros`] over [`transport::RosNode`]; shutdown on
+//!   signals, stamps, logging.
+//! - [`transport`]: the [`transport::RosNode`] trait and its middleware implementations:
+//!   pure-Rust DDS (feature `dds`), r2r (feature `r2r`).
 //! - [`rosargs`]: the ROS 2 command line (`--ros-args`), name resolution, remaps, domain id.
 
 pub mod bag;
-pub mod bench;
 pub mod config;
 pub mod fsio;
+pub mod interface;
 pub mod model;
 pub mod monitor;
 pub mod msgs;

@@ -82,6 +82,30 @@ pub struct CompressedImage<'a> {
     pub data: &'a [u8],
 }
 
+impl<'a> From<&'a crate::msgs::Image> for RawImage<'a> {
+    /// A `sensor_msgs/Image`'s pixels, borrowed.
+    fn from(m: &'a crate::msgs::Image) -> Self {
+        RawImage {
+            width: m.width,
+            height: m.height,
+            encoding: &m.encoding,
+            is_bigendian: m.is_bigendian != 0,
+            step: m.step,
+            data: &m.data,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::msgs::CompressedImage> for CompressedImage<'a> {
+    /// A `sensor_msgs/CompressedImage`'s file, borrowed.
+    fn from(m: &'a crate::msgs::CompressedImage) -> Self {
+        CompressedImage {
+            format: &m.format,
+            data: &m.data,
+        }
+    }
+}
+
 /// Region of interest in pixels. A zero `width` or `height` extends to the image edge (so
 /// all zeros is the whole image, as in `sensor_msgs/RegionOfInterest`); a region reaching past
 /// the image is clipped to it.

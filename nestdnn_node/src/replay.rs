@@ -34,7 +34,6 @@
 
 mod realtime;
 mod report;
-pub mod svg;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,25 +46,19 @@ pub use report::{
 
 use crate::bag::{BagError, BagMessage, BagReader, DecodedMessage, McapWriter, QosProfile};
 use crate::config::{NodeConfig, TaskConfig, Transport};
+use crate::interface::{TaskOutput, BUDGET, PLAN, PRIORITY};
 use crate::model::{DescendantPlan, ModelError, MultiCapacityModel, PlanState};
 use crate::msgs::{
     Classification, CompressedImage as CompressedImageMsg, Header, Image as ImageMsg,
-    InferenceResult, ObjectHypothesis, Plan as PlanMsg, RosMessage, Time,
+    InferenceResult, Plan as PlanMsg, RosMessage, Time,
 };
-use crate::node::app::{plan_message, top1};
+use crate::node::frames::{result_messages, FrameResult, Latencies};
+use crate::node::plans::plan_message;
 use crate::preprocess::{self, Preprocessor};
 use crate::profile::{load_or_profile, ModelProfile, ProfileCache, ProfileError, ProfileOptions};
-use crate::scheduler::{
-    Budget, Ladder, Plan, Planner, PriorityUpdate, SchedulerError, TaskSpec, TaskStatus,
-};
+use crate::scheduler::{Budget, Ladder, Plan, Planner, PriorityUpdate, SchedulerError, TaskStatus};
 use crate::sim::{Assignment, DropReason, SimEvent, SimOptions, Simulator};
 
-/// Topic of budget events (the node's `nestdnn/resource_budget` at the root namespace).
-pub const BUDGET_TOPIC: &str = "/nestdnn/resource_budget";
-/// Topic of priority events.
-pub const PRIORITY_TOPIC: &str = "/nestdnn/task_priority";
-/// Topic of plans in the output bag.
-pub const PLAN_TOPIC: &str = "/nestdnn/plan";
 /// Undecodable messages listed one by one in [`Report::warnings`] (the rest are counted).
 const MAX_LISTED: usize = 10;
 
@@ -155,6 +148,17 @@ pub struct ReplayOptions {
     pub out: Option<PathBuf>,
     /// Bag seconds between progress snapshots (> 0; default 1).
     pub progress_period_s: f64,
+}
+
+impl ReplayOptions {
+    /// The progress period in bag seconds (1 s when the option is not a positive number).
+    fn progress_period(&self) -> f64 {
+        if self.progress_period_s.is_finite() && self.progress_period_s > 0.0 {
+            self.progress_period_s
+        } else {
+            1.0
+        }
+    }
 }
 
 impl Default for ReplayOptions {
@@ -300,6 +304,19 @@ struct Tally {
 }
 
 impl Tally {
+    /// An empty tally of task `index`, configured as `t`.
+    fn for_task(index: usize, t: &TaskConfig) -> Tally {
+        Tally {
+            report: TaskReport {
+                index,
+                topic: resolve(&t.subscribed_topic()),
+                model: t.model_dir.display().to_string(),
+                ..TaskReport::default()
+            },
+            ..Tally::default()
+        }
+    }
+
     fn score(&mut self, truth: &str, predicted: &str, accuracy: f64) {
         self.report.ground_truth += 1;
         self.report.correct += u64::from(truth == predicted);
@@ -474,6 +491,16 @@ fn plan_record(p: &Plan, t: f64) -> PlanRecord {
     }
 }
 
+/// A task's result topic in the output bag (the node's, at the root namespace).
+fn result_topic(task: &str) -> String {
+    format!("/{}", TaskOutput::Result.name(task))
+}
+
+/// A task's classification topic in the output bag.
+fn classification_topic(task: &str) -> String {
+    format!("/{}", TaskOutput::Classification.name(task))
+}
+
 fn stamp_ns(h: &Header) -> i64 {
     h.stamp.as_nanos()
 }
@@ -487,22 +514,30 @@ struct Output {
 }
 
 impl Output {
+    /// The output bag `opts.out` asks for, created now (`None` without one).
+    fn for_options(
+        opts: &ReplayOptions,
+        tasks: &[TaskConfig],
+    ) -> Result<Option<Self>, ReplayError> {
+        opts.out
+            .as_deref()
+            .map(|p| Output::create(p, tasks))
+            .transpose()
+    }
+
     fn create(path: &Path, tasks: &[TaskConfig]) -> Result<Self, ReplayError> {
         let mut writer = McapWriter::create(path).map_err(ReplayError::Output)?;
         let reliable = [QosProfile::DEFAULT];
         for t in tasks {
             writer
-                .add_topic::<InferenceResult>(&format!("/nestdnn/{}/result", t.name), &reliable)
+                .add_topic::<InferenceResult>(&result_topic(&t.name), &reliable)
                 .map_err(ReplayError::Output)?;
             writer
-                .add_topic::<Classification>(
-                    &format!("/nestdnn/{}/classification", t.name),
-                    &reliable,
-                )
+                .add_topic::<Classification>(&classification_topic(&t.name), &reliable)
                 .map_err(ReplayError::Output)?;
         }
         writer
-            .add_topic::<PlanMsg>(PLAN_TOPIC, &[QosProfile::LATCHED])
+            .add_topic::<PlanMsg>(&PLAN.in_root(), &[QosProfile::LATCHED])
             .map_err(ReplayError::Output)?;
         Ok(Output {
             writer: Some(writer),
@@ -523,8 +558,8 @@ impl Output {
             return;
         };
         let res = w
-            .write(&format!("/nestdnn/{task}/result"), time_ns, r)
-            .and_then(|()| w.write(&format!("/nestdnn/{task}/classification"), time_ns, c));
+            .write(&result_topic(task), time_ns, r)
+            .and_then(|()| w.write(&classification_topic(task), time_ns, c));
         self.check(res);
     }
 
@@ -532,7 +567,7 @@ impl Output {
         let Some(w) = self.writer.as_mut() else {
             return;
         };
-        let res = w.write(PLAN_TOPIC, time_ns, p);
+        let res = w.write(&PLAN.in_root(), time_ns, p);
         self.check(res);
     }
 
@@ -576,16 +611,11 @@ fn record_bag_error(report: &mut Report, e: &BagError, listed: &mut usize) {
 
 /// The pre-processor of task `t` (its model's input, its ROI).
 fn preprocessor(t: &TaskConfig, model: &MultiCapacityModel) -> Result<Preprocessor, ReplayError> {
-    let roi = t.roi.map(|r| preprocess::Roi {
-        x: r.x,
-        y: r.y,
-        width: r.width,
-        height: r.height,
-    });
-    Preprocessor::new(&model.manifest().input, roi).map_err(|source| ReplayError::Input {
-        task: t.name.clone(),
-        source,
-    })
+    t.preprocessor(&model.manifest().input)
+        .map_err(|source| ReplayError::Input {
+            task: t.name.clone(),
+            source,
+        })
 }
 
 /// Marks the report unusable with `errors` (none: unchanged).
@@ -744,23 +774,9 @@ impl Deterministic {
             report.profiles.insert(t.name.clone(), l.origin.clone());
             let pre = preprocessor(t, &l.model)?;
             latencies.push(l.ladder.rungs().iter().map(|r| r.latency_s).collect());
-            specs.push(TaskSpec {
-                name: t.name.clone(),
-                priority: t.priority,
-                target_fps: t.target_fps,
-                enabled: t.enabled,
-                ladder: Arc::new(l.ladder),
-            });
+            specs.push(t.spec(l.ladder));
             let m = l.model.manifest();
-            let tally = Tally {
-                report: TaskReport {
-                    index: i,
-                    topic: resolve(&t.subscribed_topic()),
-                    model: t.model_dir.display().to_string(),
-                    ..TaskReport::default()
-                },
-                ..Tally::default()
-            };
+            let tally = Tally::for_task(i, t);
             tasks.push(SimTask {
                 cfg: t.clone(),
                 labels: m.labels.clone(),
@@ -783,15 +799,8 @@ impl Deterministic {
                 ..SimOptions::default()
             },
         );
-        let out = match &opts.out {
-            Some(p) => Some(Output::create(p, &cfg.tasks)?),
-            None => None,
-        };
-        let period = if opts.progress_period_s.is_finite() && opts.progress_period_s > 0.0 {
-            opts.progress_period_s
-        } else {
-            1.0
-        };
+        let out = Output::for_options(opts, &cfg.tasks)?;
+        let period = opts.progress_period();
         let counts = tasks.iter().map(|t| t.names.len()).collect();
         Ok(Deterministic {
             tasks,
@@ -1045,15 +1054,7 @@ impl Deterministic {
                         continue;
                     }
                     let started = Instant::now();
-                    let raw = preprocess::RawImage {
-                        width: img.width,
-                        height: img.height,
-                        encoding: &img.encoding,
-                        is_bigendian: img.is_bigendian != 0,
-                        step: img.step,
-                        data: &img.data,
-                    };
-                    let r = self.tasks[i].pre.raw_input(&raw);
+                    let r = self.tasks[i].pre.raw_input(&(&img).into());
                     let pre_s = started.elapsed().as_secs_f64();
                     self.frame(i, t, &img.header, r, pre_s)?;
                 }
@@ -1067,11 +1068,7 @@ impl Deterministic {
                         continue;
                     }
                     let started = Instant::now();
-                    let c = preprocess::CompressedImage {
-                        format: &img.format,
-                        data: &img.data,
-                    };
-                    let r = self.tasks[i].pre.compressed_input(&c);
+                    let r = self.tasks[i].pre.compressed_input(&(&img).into());
                     let pre_s = started.elapsed().as_secs_f64();
                     self.frame(i, t, &img.header, r, pre_s)?;
                 }
@@ -1096,7 +1093,7 @@ impl Deterministic {
                     );
                 }
             }
-            BagMessage::ResourceBudget(b) if topic == BUDGET_TOPIC => {
+            BagMessage::ResourceBudget(b) if topic == BUDGET.in_root() => {
                 let budget = Budget::from_message(&b);
                 let at = self.instant(t);
                 match self.planner.update_budget(&budget, at) {
@@ -1105,7 +1102,7 @@ impl Deterministic {
                     Err(e) => self.rejected(t, &e),
                 }
             }
-            BagMessage::TaskPriority(p) if topic == PRIORITY_TOPIC => {
+            BagMessage::TaskPriority(p) if topic == PRIORITY.in_root() => {
                 let u = PriorityUpdate {
                     task: p.task.clone(),
                     priority: f64::from(p.priority),
@@ -1253,46 +1250,34 @@ impl Deterministic {
                 task: k.cfg.name.clone(),
                 source,
             })?;
-        let Some((class, score)) = top1(&logits) else {
+        let ms = |s: f64| s * 1e3;
+        let names = k.names.clone();
+        let msgs = result_messages(FrameResult {
+            header,
+            task: &k.cfg.name,
+            labels: &k.labels,
+            descendants: &names,
+            descendant: d,
+            logits: &logits,
+            latency_ms: Latencies {
+                queue: ms(start - arrived),
+                // Measured (wall clock); queue and inference are the simulator's times.
+                preprocess: ms(pre_s),
+                inference: ms(end - start),
+                total: ms(end - arrived),
+            },
+            frame_seq: k.tally.report.processed + 1,
+            frames_dropped: k.tally.report.bad_frames,
+        });
+        let Some((c, r)) = msgs else {
             k.tally.report.bad_frames += 1;
             return Ok(());
         };
-        let class_name = k
-            .labels
-            .get(class)
-            .cloned()
-            .unwrap_or_else(|| class.to_string());
         let accuracies = k.accuracies.clone();
-        k.tally
-            .on_prediction(stamp_ns(&header), &class_name, d, &accuracies);
-        let names = k.names.clone();
+        let stamp = stamp_ns(&r.header);
+        k.tally.on_prediction(stamp, &r.class_name, d, &accuracies);
         k.tally.served(start, d, &names, end - start);
         if let Some(out) = &mut self.out {
-            let ms = |s: f64| (s * 1e3) as f32;
-            let seq = k.tally.report.processed;
-            let c = Classification {
-                header: header.clone(),
-                results: vec![ObjectHypothesis {
-                    class_id: class_name.clone(),
-                    score: f64::from(score),
-                }],
-            };
-            let r = InferenceResult {
-                header,
-                task: k.cfg.name.clone(),
-                descendant: names.get(d).cloned().unwrap_or_default(),
-                descendant_index: d.min(u16::MAX as usize) as u16,
-                class_id: class.min(u16::MAX as usize) as u16,
-                class_name,
-                score,
-                latency_queue_ms: ms(start - arrived),
-                // Measured (wall clock); queue and inference are the simulator's times.
-                latency_preprocess_ms: ms(pre_s),
-                latency_inference_ms: ms(end - start),
-                latency_total_ms: ms(end - arrived),
-                frame_seq: seq,
-                frames_dropped: k.tally.report.bad_frames,
-            };
             let ns = t0_ns + (end.max(0.0) * 1e9).round() as u64;
             out.result(&k.cfg.name, ns, &c, &r);
         }

@@ -8,10 +8,9 @@
 //! absolute names, `~` private names, namespaces). [`domain_id_from_env`] reads
 //! `ROS_DOMAIN_ID`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_yaml::Value;
+use crate::interface::{LogLevel, UnknownLogLevel};
 
 /// Errors of the ROS command line and of ROS names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,28 +34,12 @@ pub enum RosArgsError {
         detail: String,
     },
     /// A log level that ROS does not know.
-    #[error("unknown log level {0:?} (expected debug, info, warn, error or fatal)")]
-    BadLogLevel(String),
+    #[error(transparent)]
+    BadLogLevel(#[from] UnknownLogLevel),
     /// An invalid node name, namespace or topic name.
     #[error("invalid ROS name {name:?}: {detail}")]
     BadName {
         /// The name.
-        name: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// A parameters file cannot be read or is not a ROS parameters file.
-    #[error("parameters file {file}: {detail}")]
-    ParamsFile {
-        /// The file.
-        file: PathBuf,
-        /// What was wrong.
-        detail: String,
-    },
-    /// A parameter has the wrong type or an invalid value.
-    #[error("parameter {name}: {detail}")]
-    Param {
-        /// The dotted parameter name.
         name: String,
         /// What was wrong.
         detail: String,
@@ -86,48 +69,6 @@ pub struct ParamOverride {
     pub name: String,
     /// Value as YAML text.
     pub value: String,
-}
-
-/// A ROS log level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    /// `debug`.
-    Debug,
-    /// `info` (the ROS default).
-    Info,
-    /// `warn`.
-    Warn,
-    /// `error`.
-    Error,
-    /// `fatal` (logged as errors).
-    Fatal,
-}
-
-impl LogLevel {
-    /// Parses a level name, case-insensitively (`DEBUG`, `info`, `WARNING` is accepted too).
-    ///
-    /// # Errors
-    /// [`RosArgsError::BadLogLevel`].
-    pub fn parse(s: &str) -> Result<LogLevel, RosArgsError> {
-        match s.to_ascii_lowercase().as_str() {
-            "debug" => Ok(LogLevel::Debug),
-            "info" => Ok(LogLevel::Info),
-            "warn" | "warning" => Ok(LogLevel::Warn),
-            "error" => Ok(LogLevel::Error),
-            "fatal" => Ok(LogLevel::Fatal),
-            _ => Err(RosArgsError::BadLogLevel(s.to_string())),
-        }
-    }
-
-    /// The matching `log` crate filter.
-    pub fn to_filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Error | LogLevel::Fatal => log::LevelFilter::Error,
-        }
-    }
 }
 
 /// A parsed command line: the node's own arguments and the ROS ones.
@@ -487,170 +428,6 @@ pub fn parse_domain_id(v: Option<&str>) -> Result<u16, RosArgsError> {
     }
 }
 
-/// The ROS parameters of one node: params files (`node: ros__parameters: {...}`, nested maps
-/// flattened to dotted names) with `-p` overrides on top.
-///
-/// A file section applies when its key is `/**`, `/**/NODE`, the node's fully-qualified name
-/// (`/ns/node`, with or without the leading `/`), or (leniently, so one file serves any
-/// namespace) the bare node name. Later sections and files override earlier ones.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Params {
-    values: BTreeMap<String, Value>,
-}
-
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Mapping(m) => {
-            for (k, v) in m {
-                let key = match k {
-                    Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
-                };
-                let name = if prefix.is_empty() {
-                    key
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                flatten(&name, v, out);
-            }
-        }
-        _ => {
-            out.insert(prefix.to_string(), v.clone());
-        }
-    }
-}
-
-impl Params {
-    /// Loads the parameters of the node `ctx` from `args` (files, then overrides).
-    ///
-    /// # Errors
-    /// [`RosArgsError::ParamsFile`] for an unreadable or malformed file,
-    /// [`RosArgsError::Param`] for an override whose value is not YAML.
-    pub fn load(args: &RosArgs, ctx: &NameContext) -> Result<Params, RosArgsError> {
-        let fqn = ctx.fully_qualified_node();
-        let mut values = BTreeMap::new();
-        for file in &args.params_files {
-            let err = |d: String| RosArgsError::ParamsFile {
-                file: file.clone(),
-                detail: d,
-            };
-            let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
-            let doc: Value = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
-            let Value::Mapping(sections) = doc else {
-                return Err(err("top level is not a map of node names".into()));
-            };
-            for (key, body) in &sections {
-                let Value::String(key) = key else { continue };
-                let applies = key == "/**"
-                    || key == &format!("/**/{}", ctx.node)
-                    || key == &fqn
-                    || key == fqn.trim_start_matches('/')
-                    || key == &ctx.node;
-                if !applies {
-                    continue;
-                }
-                let params = body
-                    .get("ros__parameters")
-                    .ok_or_else(|| err(format!("section {key:?} has no ros__parameters")))?;
-                flatten("", params, &mut values);
-            }
-        }
-        for (name, text) in args.params_for(&ctx.node) {
-            let v: Value = serde_yaml::from_str(text).map_err(|e| RosArgsError::Param {
-                name: name.to_string(),
-                detail: format!("value {text:?} is not YAML: {e}"),
-            })?;
-            values.insert(name.to_string(), v);
-        }
-        Ok(Params { values })
-    }
-
-    /// Parameters from a map of dotted names (tests, tools).
-    pub fn from_map(values: BTreeMap<String, Value>) -> Params {
-        Params { values }
-    }
-
-    /// The raw value of `name`.
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
-    }
-
-    /// All parameter names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.values.keys().map(String::as_str)
-    }
-
-    fn typed<T>(
-        &self,
-        name: &str,
-        default: T,
-        what: &str,
-        f: impl Fn(&Value) -> Option<T>,
-    ) -> Result<T, RosArgsError> {
-        match self.values.get(name) {
-            None => Ok(default),
-            Some(v) => f(v).ok_or_else(|| RosArgsError::Param {
-                name: name.to_string(),
-                detail: format!(
-                    "expected {what}, got {}",
-                    serde_yaml::to_string(v).unwrap_or_default().trim()
-                ),
-            }),
-        }
-    }
-
-    /// A floating-point parameter (integers accepted).
-    ///
-    /// # Errors
-    /// [`RosArgsError::Param`] when present with another type.
-    pub fn f64(&self, name: &str, default: f64) -> Result<f64, RosArgsError> {
-        self.typed(name, default, "a number", Value::as_f64)
-    }
-
-    /// A non-negative integer parameter.
-    ///
-    /// # Errors
-    /// [`RosArgsError::Param`] when present with another type.
-    pub fn u64(&self, name: &str, default: u64) -> Result<u64, RosArgsError> {
-        self.typed(name, default, "a non-negative integer", Value::as_u64)
-    }
-
-    /// A boolean parameter.
-    ///
-    /// # Errors
-    /// [`RosArgsError::Param`] when present with another type.
-    pub fn bool(&self, name: &str, default: bool) -> Result<bool, RosArgsError> {
-        self.typed(name, default, "a boolean", Value::as_bool)
-    }
-
-    /// A string parameter.
-    ///
-    /// # Errors
-    /// [`RosArgsError::Param`] when present with another type.
-    pub fn string(&self, name: &str, default: &str) -> Result<String, RosArgsError> {
-        self.typed(name, default.to_string(), "a string", |v| {
-            v.as_str().map(str::to_string)
-        })
-    }
-
-    /// A list-of-strings parameter.
-    ///
-    /// # Errors
-    /// [`RosArgsError::Param`] when present with another type.
-    pub fn strings(&self, name: &str, default: &[&str]) -> Result<Vec<String>, RosArgsError> {
-        let d = default.iter().map(|s| s.to_string()).collect();
-        self.typed(name, d, "a list of strings", |v| {
-            v.as_sequence()?
-                .iter()
-                .map(|e| e.as_str().map(str::to_string))
-                .collect()
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -822,45 +599,5 @@ mod tests {
             LogLevel::parse("Debug").unwrap().to_filter(),
             log::LevelFilter::Debug
         );
-    }
-
-    #[test]
-    fn params_files_and_overrides() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("p.yaml");
-        std::fs::write(
-            &f,
-            "/**:\n  ros__parameters:\n    use_sim_time: false\n    a: 1\n\
-             other:\n  ros__parameters:\n    a: 99\n\
-             resource_monitor:\n  ros__parameters:\n    a: 2\n    headroom:\n      cpu_cores: 0.5\n    consumers: [x, y]\n",
-        )
-        .unwrap();
-        let args = RosArgs::parse(
-            [
-                "--ros-args",
-                "--params-file",
-                f.to_str().unwrap(),
-                "-p",
-                "a:=3.5",
-                "-p",
-                "other:b:=1",
-            ],
-            "resource_monitor",
-        )
-        .unwrap();
-        let ctx = args.name_context("resource_monitor").unwrap();
-        let p = Params::load(&args, &ctx).unwrap();
-        assert_eq!(p.f64("a", 0.0).unwrap(), 3.5);
-        assert!(!p.bool("use_sim_time", true).unwrap());
-        assert_eq!(p.f64("headroom.cpu_cores", 0.0).unwrap(), 0.5);
-        assert_eq!(p.strings("consumers", &[]).unwrap(), ["x", "y"]);
-        assert_eq!(p.get("b"), None);
-        assert_eq!(p.u64("missing", 7).unwrap(), 7);
-        assert!(matches!(p.string("a", ""), Err(RosArgsError::Param { .. })));
-        std::fs::write(&f, "resource_monitor:\n  a: 1\n").unwrap();
-        assert!(matches!(
-            Params::load(&args, &ctx),
-            Err(RosArgsError::ParamsFile { .. })
-        ));
     }
 }

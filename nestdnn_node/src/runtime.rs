@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 
-pub use engine::{spin_cpu, thread_cpu_time, InferenceModel, Served, SpinError, SpinModel};
+pub use engine::{spin_cpu, InferenceModel, Served, SpinError, SpinModel};
 
 use crate::scheduler::{Plan, TaskStatus};
 
@@ -245,6 +245,7 @@ impl Bucket {
     }
 }
 
+#[derive(Default)]
 struct Stats {
     received: u64,
     processed: u64,
@@ -357,16 +358,8 @@ impl<M: InferenceModel> Runtime<M> {
                         last: now,
                     },
                     stats: Stats {
-                        received: 0,
-                        processed: 0,
-                        dropped: 0,
-                        ignored: 0,
-                        errors: 0,
-                        switches: 0,
-                        descendant: None,
-                        cpu: Duration::ZERO,
-                        cpu_by_descendant: Vec::new(),
                         samples: VecDeque::with_capacity(opts.latency_window.min(4096)),
+                        ..Stats::default()
                     },
                 }),
                 wake: Condvar::new(),
@@ -843,4 +836,17 @@ fn worker<M: InferenceModel>(
             output: result.map(|s| s.output),
         });
     }
+}
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`), `None` if unavailable.
+pub fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc defines.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 || ts.tv_nsec < 0 {
+        return None;
+    }
+    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }

@@ -148,7 +148,12 @@ fn outputs_are_written_whole_and_the_summary_always_printed() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 3, "no temporary file left: {names:?}");
+    // results.mcap, report.json, plot.svg and its PNG twin plot.png.
+    assert_eq!(names.len(), 4, "no temporary file left: {names:?}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    let png = image::open(plot.with_extension("png")).unwrap();
+    assert!(png.width() > 0 && png.height() > 0);
     // Our MCAP carries CRCs: the reader gives no "no CRCs" warning for it.
     let r = BagReader::open(&out).unwrap();
     assert!(r.unchecked_files().is_empty());

@@ -19,12 +19,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use nestdnn::config::{NodeName, Params};
+use nestdnn::interface::BUDGET;
 use nestdnn::monitor::{Budget, ChangeRule, Headroom, Monitor, MonitorSettings, Trace};
 use nestdnn::msgs::ResourceBudget;
-use nestdnn::node::{header_now, init_logging, Shutdown};
-use nestdnn::rosargs::{NameContext, Params, RosArgs};
-#[cfg(any(feature = "dds", feature = "r2r"))]
-use nestdnn::transport::Qos;
+use nestdnn::node::{header_now, init_logging, main_with, Shutdown};
+use nestdnn::rosargs::{NameContext, RosArgs};
 
 const NODE: &str = "resource_monitor";
 
@@ -36,13 +36,6 @@ struct Options {
     trace: Option<(PathBuf, bool)>,
     topic: String,
     print: bool,
-}
-
-fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v < 86400.0) {
-        bail!("parameter {name}: {v} is not a duration in seconds (0 < s < 86400)");
-    }
-    Ok(Duration::from_secs_f64(v))
 }
 
 fn options(args: &RosArgs, p: &Params) -> anyhow::Result<Options> {
@@ -67,27 +60,29 @@ fn options(args: &RosArgs, p: &Params) -> anyhow::Result<Options> {
             other => bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    let mem_mb = p.f64("headroom.memory_mb", 256.0)?;
-    if !(mem_mb.is_finite() && mem_mb >= 0.0) {
-        bail!("parameter headroom.memory_mb: {mem_mb} must be >= 0");
-    }
+    let mem_mb = p.f64("headroom.memory_mb", 256.0, 0.0, 1e9, false)?;
+    let secs = |key: &str, default: f64| -> anyhow::Result<Duration> {
+        Ok(Duration::from_secs_f64(
+            p.f64(key, default, 0.0, 86400.0, true)?,
+        ))
+    };
     Ok(Options {
-        period: secs("period_s", p.f64("period_s", 1.0)?)?,
-        sample_period: secs("sample_period_s", p.f64("sample_period_s", 0.5)?)?,
+        period: secs("period_s", 1.0)?,
+        sample_period: secs("sample_period_s", 0.5)?,
         rule: ChangeRule {
-            cpu_cores: p.f64("change.cpu_cores", 0.25)? as f32,
-            memory_fraction: p.f64("change.memory_fraction", 0.10)?,
-            battery: p.f64("change.battery", 0.05)? as f32,
+            cpu_cores: p.f64("change.cpu_cores", 0.25, 0.0, 1024.0, false)? as f32,
+            memory_fraction: p.f64("change.memory_fraction", 0.10, 0.0, 1.0, false)?,
+            battery: p.f64("change.battery", 0.05, 0.0, 1.0, false)? as f32,
         },
         settings: MonitorSettings {
             headroom: Headroom {
-                cpu_cores: p.f64("headroom.cpu_cores", 0.25)?,
+                cpu_cores: p.f64("headroom.cpu_cores", 0.25, 0.0, 1024.0, false)?,
                 memory_bytes: (mem_mb * 1048576.0) as u64,
             },
             consumers: p.strings("consumers", &["nestdnn_node"])?,
         },
         trace: (!trace_file.is_empty()).then(|| (PathBuf::from(trace_file), trace_loop)),
-        topic: p.string("topic", "nestdnn/resource_budget")?,
+        topic: p.string("topic", BUDGET.name)?,
         print,
     })
 }
@@ -134,7 +129,7 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
     let args = RosArgs::parse(std::env::args().skip(1), NODE)?;
     init_logging(args.log_level);
     let names = args.name_context(NODE)?;
-    let params = Params::load(&args, &names)?;
+    let params = Params::from_ros_args(&args, &NodeName::from(&names))?;
     let opts = options(&args, &params)?;
     let mut source = match &opts.trace {
         Some((file, looped)) => {
@@ -197,24 +192,25 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The budget topic on the transport this binary was built with.
-#[cfg(all(feature = "dds", not(feature = "r2r")))]
+/// The budget topic on the transport this binary was built with ([`nestdnn::transport::RosNode`]).
+#[cfg(any(feature = "dds", feature = "r2r"))]
 struct BudgetPublisher {
-    node: nestdnn::transport::dds::DdsNode,
-    publisher: nestdnn::transport::dds::DdsPublisher<ResourceBudget>,
+    node: nestdnn::transport::DefaultNode,
+    publisher: Box<dyn nestdnn::transport::Publish<ResourceBudget>>,
 }
 
-#[cfg(all(feature = "dds", not(feature = "r2r")))]
+#[cfg(any(feature = "dds", feature = "r2r"))]
 impl BudgetPublisher {
     fn new(names: NameContext, topic: &str) -> anyhow::Result<Self> {
-        use nestdnn::transport::dds::{DdsNode, DdsSettings};
-        let settings = DdsSettings {
-            domain_id: nestdnn::rosargs::domain_id_from_env()?,
-            ..DdsSettings::default()
-        };
-        let mut node = DdsNode::new(names, settings)?;
-        let publisher = node.publisher::<ResourceBudget>(topic, Qos::LATCHED)?;
-        log::info!("publishing budgets on {} over DDS", publisher.topic());
+        use nestdnn::transport::RosNode;
+        let mut node = nestdnn::transport::open(names)?;
+        let publisher = RosNode::publisher::<ResourceBudget>(&mut node, topic, BUDGET.qos)?;
+        node.start()?;
+        log::info!(
+            "publishing budgets on {} over {}",
+            node.names().topic(topic)?,
+            node.middleware()
+        );
         Ok(BudgetPublisher { node, publisher })
     }
 
@@ -223,33 +219,9 @@ impl BudgetPublisher {
     }
 
     fn close(self) {
+        use nestdnn::transport::RosNode;
         drop(self.publisher);
-        self.node.shutdown(Duration::from_millis(500));
-    }
-}
-
-#[cfg(feature = "r2r")]
-struct BudgetPublisher {
-    node: nestdnn::transport::r2r::R2rNode,
-    publisher: nestdnn::transport::r2r::R2rPublisher<ResourceBudget>,
-}
-
-#[cfg(feature = "r2r")]
-impl BudgetPublisher {
-    fn new(names: NameContext, topic: &str) -> anyhow::Result<Self> {
-        let mut node = nestdnn::transport::r2r::R2rNode::new(names)?;
-        let publisher = node.publisher::<ResourceBudget>(topic, Qos::LATCHED)?;
-        node.start()?;
-        log::info!("publishing budgets on {} over rcl", publisher.topic());
-        Ok(BudgetPublisher { node, publisher })
-    }
-
-    fn publish(&mut self, msg: &ResourceBudget) {
-        self.publisher.publish(msg);
-    }
-
-    fn close(self) {
-        self.node.shutdown();
+        self.node.close(Duration::from_millis(500));
     }
 }
 
@@ -266,18 +238,5 @@ impl BudgetPublisher {
 }
 
 fn main() -> ExitCode {
-    let shutdown = match Shutdown::install() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{NODE}: cannot install signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match run(shutdown) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{NODE}: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    main_with(NODE, run)
 }

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_yaml::Value;
 
 use super::ConfigError;
+use crate::rosargs::{NameContext, RosArgs};
 
 /// A node's fully qualified name: namespace and base name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,5 +379,203 @@ impl Params {
     /// Every `(key, value, origin)`, sorted by key.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value, &Origin)> {
         self.values.iter().map(|(k, (v, o))| (k.as_str(), v, o))
+    }
+}
+
+impl From<&NameContext> for NodeName {
+    fn from(n: &NameContext) -> Self {
+        NodeName::new(&n.namespace, &n.node)
+    }
+}
+
+impl Params {
+    /// The parameters of `node` from its ROS command line, the way rcl reads them: every
+    /// `--params-file` in order (the sections that apply to the node; later files override
+    /// earlier ones), then the `-p` overrides meant for this node. Relative paths resolve
+    /// against the first file with a section for the node. Every binary and bag replay read
+    /// their parameters through this.
+    ///
+    /// # Errors
+    /// As [`Params::from_file`] for each file, except that a file without a section for the
+    /// node is skipped (launch adds such files); [`ConfigError::NoSection`] only when no file
+    /// has one. [`ConfigError::BadOverride`] for a malformed `-p`.
+    pub fn from_ros_args(args: &RosArgs, node: &NodeName) -> Result<Self, ConfigError> {
+        let mut out = Params::empty();
+        let mut first_miss = None;
+        for file in &args.params_files {
+            match Params::from_file(file, node) {
+                Ok(p) => {
+                    if out.file.is_none() {
+                        out.file = p.file.clone();
+                    }
+                    out.values.extend(p.values);
+                }
+                Err(e @ ConfigError::NoSection { .. }) => {
+                    first_miss.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if out.file.is_none() {
+            if let Some(e) = first_miss {
+                return Err(e);
+            }
+        }
+        for (name, text) in args.params_for(&node.name) {
+            out.set_from_str(name, text)?;
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn type_err(key: &str, expected: &'static str, v: &Value) -> ConfigError {
+    ConfigError::Type {
+        key: key.to_string(),
+        expected,
+        found: describe(v),
+    }
+}
+
+pub(crate) fn range(key: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
+    ConfigError::Range {
+        key: key.to_string(),
+        value: value.to_string(),
+        allowed: allowed.to_string(),
+    }
+}
+
+impl Params {
+    /// A duration in seconds in [0, 3600]; 0 means off (`None`).
+    ///
+    /// # Errors
+    /// As [`Params::f64`].
+    pub fn period(
+        &self,
+        key: &str,
+        default: Option<Duration>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        let x = self.f64(
+            key,
+            default.map_or(0.0, |t| t.as_secs_f64()),
+            0.0,
+            3600.0,
+            false,
+        )?;
+        Ok((x > 0.0).then(|| Duration::from_secs_f64(x)))
+    }
+
+    /// A number in `[lo, hi]` (`(lo, hi]` with `lo_open`); `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Type`], [`ConfigError::Range`].
+    pub fn f64(
+        &self,
+        key: &str,
+        default: f64,
+        lo: f64,
+        hi: f64,
+        lo_open: bool,
+    ) -> Result<f64, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        let x = match v {
+            Value::Number(n) => n.as_f64().ok_or_else(|| type_err(key, "a number", v))?,
+            _ => return Err(type_err(key, "a number", v)),
+        };
+        let ok = x.is_finite() && (if lo_open { x > lo } else { x >= lo }) && x <= hi;
+        if !ok {
+            let allowed = format!("{}{lo}, {hi}]", if lo_open { "in (" } else { "in [" });
+            return Err(range(key, x, &allowed));
+        }
+        Ok(x)
+    }
+
+    /// An integer in `[lo, hi]`; `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Type`], [`ConfigError::Range`].
+    pub fn int(&self, key: &str, default: i64, lo: i64, hi: i64) -> Result<i64, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        let x = match v {
+            Value::Number(n) => n.as_i64().ok_or_else(|| type_err(key, "an integer", v))?,
+            _ => return Err(type_err(key, "an integer", v)),
+        };
+        if !(lo..=hi).contains(&x) {
+            return Err(range(key, x, &format!("in [{lo}, {hi}]")));
+        }
+        Ok(x)
+    }
+
+    /// A boolean; `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Type`].
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(type_err(key, "true or false", v)),
+        }
+    }
+
+    /// A string; `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Type`].
+    pub fn string(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        match self.get(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(type_err(key, "a string", v)),
+        }
+    }
+
+    /// One of `words` (a string naming a value); `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Type`], [`ConfigError::Range`] naming the allowed words.
+    pub fn word<T: Copy>(
+        &self,
+        key: &str,
+        default: T,
+        words: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        let Value::String(s) = v else {
+            return Err(type_err(key, "a string", v));
+        };
+        words
+            .iter()
+            .find(|(w, _)| w == s)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let list: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+                range(
+                    key,
+                    format!("{s:?}"),
+                    &format!("one of {}", list.join(", ")),
+                )
+            })
+    }
+
+    /// A list of strings; `default` when unset.
+    ///
+    /// # Errors
+    /// [`ConfigError::Type`].
+    pub fn strings(&self, key: &str, default: &[&str]) -> Result<Vec<String>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default.iter().map(|s| s.to_string()).collect());
+        };
+        let list = v.as_sequence().and_then(|s| {
+            s.iter()
+                .map(|e| e.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        });
+        list.ok_or_else(|| type_err(key, "a list of strings", v))
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::rosargs::RosArgs;
 
 /// A temp "package": `<root>/params/x.yaml` and `<root>/models/<task>/`.
 fn pkg(tasks: &[&str]) -> tempfile::TempDir {
@@ -480,4 +481,64 @@ fn budget_timeout_default_zero_off_and_stale_budget_range() {
         let e = err(bad, &["a"]);
         assert!(matches!(&e, ConfigError::Range { .. }), "{e}");
     }
+}
+
+#[test]
+fn params_files_and_overrides() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("p.yaml");
+    std::fs::write(
+        &f,
+        "/**:\n  ros__parameters:\n    use_sim_time: false\n    a: 1\n\
+         other:\n  ros__parameters:\n    a: 99\n\
+         resource_monitor:\n  ros__parameters:\n    a: 2\n    headroom:\n      cpu_cores: 0.5\n    consumers: [x, y]\n",
+    )
+    .unwrap();
+    let args = RosArgs::parse(
+        [
+            "--ros-args",
+            "--params-file",
+            f.to_str().unwrap(),
+            "-p",
+            "a:=3.5",
+            "-p",
+            "other:b:=1",
+        ],
+        "resource_monitor",
+    )
+    .unwrap();
+    let ctx = args.name_context("resource_monitor").unwrap();
+    let node = NodeName::from(&ctx);
+    let p = Params::from_ros_args(&args, &node).unwrap();
+    assert_eq!(p.f64("a", 0.0, 0.0, 10.0, false).unwrap(), 3.5);
+    assert!(!p.bool("use_sim_time", true).unwrap());
+    assert_eq!(
+        p.f64("headroom.cpu_cores", 0.0, 0.0, 10.0, false).unwrap(),
+        0.5
+    );
+    assert_eq!(p.strings("consumers", &[]).unwrap(), ["x", "y"]);
+    assert_eq!(p.get("b"), None);
+    assert_eq!(p.int("missing", 7, 0, 9).unwrap(), 7);
+    assert!(matches!(p.string("a", ""), Err(ConfigError::Type { .. })));
+    assert!(matches!(
+        p.f64("a", 0.0, 0.0, 1.0, false),
+        Err(ConfigError::Range { .. })
+    ));
+    std::fs::write(&f, "resource_monitor:\n  a: 1\n").unwrap();
+    assert!(matches!(
+        Params::from_ros_args(&args, &node),
+        Err(ConfigError::Structure { .. })
+    ));
+    // A file without a section for the node is skipped when another file has one.
+    let g = d.path().join("q.yaml");
+    std::fs::write(&g, "other:\n  ros__parameters:\n    a: 5\n").unwrap();
+    let both = RosArgs::parse(
+        ["--ros-args", "--params-file", g.to_str().unwrap()],
+        "resource_monitor",
+    )
+    .unwrap();
+    assert!(matches!(
+        Params::from_ros_args(&both, &node),
+        Err(ConfigError::NoSection { .. })
+    ));
 }

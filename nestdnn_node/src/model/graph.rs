@@ -402,527 +402,23 @@ impl Master {
         widths: &BTreeMap<String, usize>,
         input_channels: usize,
     ) -> Result<Analysis, ModelError> {
-        let nodes = &self.nodes;
-        let mut acts: HashMap<&str, Act> = HashMap::new();
-        for name in &self.inputs {
-            acts.insert(
-                name.as_str(),
-                Act::Ch {
-                    active: input_channels,
-                    full: input_channels,
-                    pooled: false,
-                    flat: false,
-                },
-            );
-        }
-        let mut constants: HashMap<&str, &NodeProto> = HashMap::new();
-        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            for inp in n.input.iter().filter(|s| !s.is_empty()) {
-                consumers.entry(inp.as_str()).or_default().push(i);
-            }
-        }
-        let outputs: HashSet<&str> = self.outputs.iter().map(String::as_str).collect();
-        let mut ops: Vec<Op> = Vec::with_capacity(nodes.len());
-        let mut bn_uses = Vec::new();
-        let mut folded: HashMap<usize, usize> = HashMap::new(); // BN node -> index in ops
-        let mut sliced_inits: HashSet<&str> = HashSet::new();
-        let mut params: u64 = 0;
-
-        for (ix, node) in nodes.iter().enumerate() {
-            let label = node_label(node);
-            // Activation inputs must be known already (topological order).
-            let mut in_acts: Vec<Option<Act>> = Vec::with_capacity(node.input.len());
-            for inp in &node.input {
-                if inp.is_empty()
-                    || self.is_initializer(inp)
-                    || constants.contains_key(inp.as_str())
-                {
-                    in_acts.push(None);
-                } else if let Some(a) = acts.get(inp.as_str()) {
-                    in_acts.push(Some(*a));
-                } else {
-                    return Err(gerr(format!(
-                        "{label}: input {inp:?} is not produced by an earlier node (graph not topologically sorted?)"
-                    )));
-                }
-            }
-            let out0 = node.output.first().map(String::as_str).unwrap_or("");
-            let act0 = in_acts.first().copied().flatten();
-            for (k, inp) in node.input.iter().enumerate() {
-                if k > 0 && self.floats.contains_key(inp) && sliced_inits.contains(inp.as_str()) {
-                    return Err(gerr(format!(
-                        "{label}: initializer {inp:?} is shared with another sliced node"
-                    )));
-                }
-            }
+        let mut walk = Walk::new(self, widths, input_channels);
+        for (ix, node) in self.nodes.iter().enumerate() {
+            let at = walk.at(ix, node)?;
             match node.op_type.as_str() {
-                "Constant" => {
-                    for o in &node.output {
-                        constants.insert(o.as_str(), node);
-                    }
-                    ops.push(Op::Copy(ix));
-                }
-                "Conv" => {
-                    let (wname, w) = self.float_init(node, 1, "weight")?;
-                    if w.dims.len() != 4 {
-                        return Err(gerr(format!(
-                            "{label}: weight {wname:?} must have rank 4, has dims {:?}",
-                            w.dims
-                        )));
-                    }
-                    let (full_out, full_in) = (w.dims[0], w.dims[1]);
-                    let group = attr_i(node, "group", 1);
-                    // (active, full) input channels; an untracked input is taken at full width.
-                    let (in_active, in_full) = match act0 {
-                        Some(a @ Act::Ch { flat: true, .. }) if a.is_sliced() => {
-                            return Err(gerr(format!(
-                                "{label}: input is a flattened sliced tensor; a Conv needs its channel axis"
-                            )))
-                        }
-                        Some(Act::Ch { active, full, .. }) => (active, full),
-                        Some(Act::Opaque) => {
-                            let g = usize::try_from(group).unwrap_or(0);
-                            (full_in * g, full_in * g)
-                        }
-                        None => {
-                            return Err(gerr(format!("{label}: input 0 must be an activation")))
-                        }
-                    };
-                    let depthwise = group != 1
-                        && usize::try_from(group).ok() == Some(full_out)
-                        && full_out == in_full
-                        && full_in == 1;
-                    let (inp, out) = if depthwise {
-                        // Sliced together with the layer feeding it: one filter per channel.
-                        match widths.get(wname) {
-                            Some(&c) if c != in_active => {
-                                return Err(gerr(format!(
-                                    "{label}: depthwise convolution {wname:?} has {c} channels in this descendant but its input has {in_active}; a depthwise Conv takes the width of the layer feeding it (list it with that width, e.g. in that layer's tie group, or leave it out of layers)"
-                                )))
-                            }
-                            _ => (1, in_active),
-                        }
-                    } else {
-                        if group != 1 {
-                            return Err(gerr(format!(
-                                "{label}: grouped convolution (group != 1, not depthwise) is not supported (group {group}, weight {wname:?} dims {:?}, {in_full} input channels)",
-                                w.dims
-                            )));
-                        }
-                        if in_full != full_in {
-                            return Err(gerr(format!(
-                                "{label}: weight {wname:?} expects {full_in} input channels but its input has {in_full}"
-                            )));
-                        }
-                        let out = match widths.get(wname) {
-                            Some(&c) if c >= 1 && c <= full_out => c,
-                            Some(&c) => {
-                                return Err(gerr(format!(
-                                    "{label}: {c} channels requested for {wname:?}, which has {full_out}"
-                                )))
-                            }
-                            None => full_out,
-                        };
-                        (in_active, out)
-                    };
-                    let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
-                        Some(_) => {
-                            let (bname, b) = self.float_init(node, 2, "bias")?;
-                            if b.dims != [full_out] {
-                                return Err(gerr(format!(
-                                    "{label}: bias {bname:?} has dims {:?}, needs [{full_out}]",
-                                    b.dims
-                                )));
-                            }
-                            sliced_inits.insert(bname);
-                            Some(bname.to_string())
-                        }
-                        None => None,
-                    };
-                    sliced_inits.insert(wname);
-                    params += (out * inp * w.dims[2] * w.dims[3]) as u64
-                        + bias.as_ref().map_or(0, |_| out as u64);
-                    acts.insert(
-                        out0,
-                        Act::Ch {
-                            active: out,
-                            full: full_out,
-                            pooled: false,
-                            flat: false,
-                        },
-                    );
-                    // Fold a directly following BN that is the conv output's only consumer.
-                    let cons = consumers.get(out0).map(Vec::as_slice).unwrap_or(&[]);
-                    let fold_bn = match cons {
-                        [only]
-                            if !outputs.contains(out0)
-                                && nodes[*only].op_type == "BatchNormalization"
-                                && nodes[*only].input.first().map(String::as_str) == Some(out0) =>
-                        {
-                            Some(*only)
-                        }
-                        _ => None,
-                    };
-                    if let Some(bn_ix) = fold_bn {
-                        folded.insert(bn_ix, ops.len());
-                    }
-                    ops.push(Op::Conv {
-                        node: ix,
-                        weight: wname.to_string(),
-                        bias,
-                        out,
-                        inp,
-                        depthwise,
-                        fold: None,
-                    });
-                }
-                "BatchNormalization" => {
-                    if attr_i(node, "training_mode", 0) != 0
-                        || node.output.iter().skip(1).any(|o| !o.is_empty())
-                    {
-                        return Err(gerr(format!(
-                            "{label}: BatchNormalization in training mode; export with the model in eval() and TrainingMode.PRESERVE"
-                        )));
-                    }
-                    let (sname, s) = self.float_init(node, 1, "scale")?;
-                    let full = s.dims.first().copied().unwrap_or(0);
-                    let mut names = [sname, "", "", ""];
-                    for (k, what) in [(2, "bias"), (3, "mean"), (4, "var")] {
-                        let (n, t) = self.float_init(node, k, what)?;
-                        if t.dims != [full] {
-                            return Err(gerr(format!(
-                                "{label}: {what} {n:?} has dims {:?}, needs [{full}]",
-                                t.dims
-                            )));
-                        }
-                        names[k - 1] = n;
-                    }
-                    if s.dims.len() != 1 {
-                        return Err(gerr(format!("{label}: scale {sname:?} must have rank 1")));
-                    }
-                    let channels = match act0 {
-                        Some(Act::Ch {
-                            active, full: f, ..
-                        }) if f == full => active,
-                        Some(Act::Ch { full: f, .. }) => {
-                            return Err(gerr(format!(
-                                "{label}: has {full} channels but its input has {f}"
-                            )))
-                        }
-                        Some(Act::Opaque) => full,
-                        None => {
-                            return Err(gerr(format!("{label}: input 0 must be an activation")))
-                        }
-                    };
-                    for n in names {
-                        sliced_inits.insert(n);
-                    }
-                    params += 2 * channels as u64;
-                    let bn = BnUse {
-                        node: ix,
-                        scale: names[0].to_string(),
-                        bias: names[1].to_string(),
-                        mean: names[2].to_string(),
-                        var: names[3].to_string(),
-                        channels,
-                        eps: attr_f(node, "epsilon", 1e-5),
-                    };
-                    acts.insert(out0, act0.unwrap_or(Act::Opaque));
-                    bn_uses.push(bn.clone());
-                    if let Some(&op_ix) = folded.get(&ix) {
-                        if let Some(Op::Conv {
-                            fold, weight, out, ..
-                        }) = ops.get_mut(op_ix)
-                        {
-                            if *out != channels {
-                                return Err(gerr(format!(
-                                    "{label}: width {channels} differs from its Conv's {out}"
-                                )));
-                            }
-                            let mut bias_name = format!("{weight}::folded_bias");
-                            while self.is_initializer(&bias_name) {
-                                bias_name.push('_');
-                            }
-                            *fold = Some((bn, bias_name));
-                        }
-                    } else {
-                        ops.push(Op::Bn(bn));
-                    }
-                }
-                "Gemm" | "MatMul" => {
-                    let (wname, w) = self.float_init(node, 1, "weight")?;
-                    if w.dims.len() != 2 {
-                        return Err(gerr(format!("{label}: weight {wname:?} must have rank 2")));
-                    }
-                    let gemm = node.op_type == "Gemm";
-                    if gemm && attr_i(node, "transA", 0) != 0 {
-                        return Err(gerr(format!("{label}: transA=1 is not supported")));
-                    }
-                    let cut_columns = gemm && attr_i(node, "transB", 0) != 0;
-                    let features = if cut_columns { w.dims[1] } else { w.dims[0] };
-                    let keep = match act0 {
-                        Some(Act::Ch {
-                            active,
-                            full,
-                            pooled: false,
-                            flat: true,
-                        }) => {
-                            // Flatten(axis=1) of [N, C, H, W]: F = C * S features, channel-major.
-                            if full == 0 || features % full != 0 {
-                                return Err(gerr(format!(
-                                    "{label}: weight {wname:?} has {features} input features, which is not a multiple of the {full} channels flattened into it"
-                                )));
-                            }
-                            active * (features / full)
-                        }
-                        Some(Act::Ch {
-                            active,
-                            full,
-                            pooled,
-                            ..
-                        }) => {
-                            if active < full && !pooled {
-                                return Err(gerr(format!(
-                                    "{label}: the classifier's input must be globally pooled (GlobalAveragePool or ReduceMean over [2,3]) or flattened (Flatten axis=1) to slice it"
-                                )));
-                            }
-                            if full != features {
-                                return Err(gerr(format!(
-                                    "{label}: weight {wname:?} expects {features} features but its input has {full} channels"
-                                )));
-                            }
-                            active
-                        }
-                        Some(Act::Opaque) => features,
-                        None => {
-                            return Err(gerr(format!("{label}: input 0 must be an activation")))
-                        }
-                    };
-                    let classes = if cut_columns { w.dims[0] } else { w.dims[1] };
-                    let bias_len = node
-                        .input
-                        .get(2)
-                        .filter(|s| !s.is_empty())
-                        .and_then(|b| self.floats.get(b.as_str()))
-                        .map_or(0, |b| b.data.len());
-                    sliced_inits.insert(wname);
-                    params += (keep * classes + bias_len) as u64;
-                    acts.insert(out0, Act::Opaque);
-                    ops.push(Op::Gemm {
-                        node: ix,
-                        weight: wname.to_string(),
-                        keep,
-                        cut_columns,
-                    });
-                }
-                op if PASS_THROUGH.contains(&op) => {
-                    let a = act0
-                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
-                    if op == "PRelu" && a.is_sliced() {
-                        return Err(gerr(format!(
-                            "{label}: PRelu on a sliced tensor is not supported"
-                        )));
-                    }
-                    acts.insert(out0, a);
-                    for o in node.output.iter().skip(1).filter(|o| !o.is_empty()) {
-                        acts.insert(o.as_str(), Act::Opaque);
-                    }
-                    ops.push(Op::Copy(ix));
-                }
-                "GlobalAveragePool" | "GlobalMaxPool" => {
-                    let a = act0
-                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
-                    let a = match a {
-                        Act::Ch {
-                            flat: true, full, ..
-                        } if a.is_sliced() => {
-                            return Err(gerr(format!(
-                                "{label}: global pooling of a flattened sliced tensor ({full} channels) is not supported"
-                            )))
-                        }
-                        Act::Ch { active, full, .. } => Act::Ch {
-                            active,
-                            full,
-                            pooled: true,
-                            flat: false,
-                        },
-                        o => o,
-                    };
-                    acts.insert(out0, a);
-                    ops.push(Op::Copy(ix));
-                }
-                "ReduceMean" | "ReduceMax" => {
-                    let a = act0
-                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
-                    let axes = attr(node, "axes").map(|a| a.ints.clone()).or_else(|| {
-                        node.input
-                            .get(1)
-                            .filter(|s| !s.is_empty())
-                            .and_then(|n| self.const_i64s(n, &constants))
-                    });
-                    let out = match (a, axes) {
-                        (
-                            Act::Ch {
-                                active,
-                                full,
-                                pooled,
-                                flat,
-                            },
-                            Some(axes),
-                        ) => {
-                            let mut ax: Vec<i64> = axes
-                                .iter()
-                                .map(|&x| if x < 0 { x + 4 } else { x })
-                                .collect();
-                            ax.sort_unstable();
-                            ax.dedup();
-                            if ax.contains(&1) || ax.contains(&0) || flat {
-                                if a.is_sliced() {
-                                    return Err(gerr(format!(
-                                        "{label}: reduces over the channel axis of a sliced tensor"
-                                    )));
-                                }
-                                Act::Opaque
-                            } else {
-                                Act::Ch {
-                                    active,
-                                    full,
-                                    pooled: pooled || ax == [2, 3],
-                                    flat: false,
-                                }
-                            }
-                        }
-                        (Act::Ch { .. }, None) if a.is_sliced() => {
-                            return Err(gerr(format!(
-                                "{label}: axes are not constant; cannot slice through it"
-                            )))
-                        }
-                        _ => Act::Opaque,
-                    };
-                    acts.insert(out0, out);
-                    ops.push(Op::Copy(ix));
-                }
-                "Flatten" => {
-                    let a = act0
-                        .ok_or_else(|| gerr(format!("{label}: input 0 must be an activation")))?;
-                    let axis = attr_i(node, "axis", 1);
-                    let out = match a {
-                        Act::Ch {
-                            active,
-                            full,
-                            pooled,
-                            ..
-                        } if axis == 1 => Act::Ch {
-                            active,
-                            full,
-                            pooled,
-                            flat: true,
-                        },
-                        _ if a.is_sliced() => {
-                            return Err(gerr(format!(
-                            "{label}: Flatten of a sliced tensor needs axis=1 (it has axis={axis})"
-                        )))
-                        }
-                        _ => Act::Opaque,
-                    };
-                    acts.insert(out0, out);
-                    ops.push(Op::Copy(ix));
-                }
-                op if ELEMENTWISE.contains(&op) => {
-                    let acts_in: Vec<Act> = in_acts.iter().flatten().copied().collect();
-                    let any_const = in_acts.iter().any(Option::is_none);
-                    let chans: Vec<Act> = acts_in
-                        .iter()
-                        .copied()
-                        .filter(|a| matches!(a, Act::Ch { .. }))
-                        .collect();
-                    let first = chans.iter().find_map(|c| match c {
-                        Act::Ch { active, full, .. } => Some((*active, *full)),
-                        Act::Opaque => None,
-                    });
-                    let out = if let Some((active, full)) = first {
-                        for c in &chans {
-                            if let Act::Ch {
-                                active: a2,
-                                full: f2,
-                                ..
-                            } = c
-                            {
-                                if *a2 != active || *f2 != full {
-                                    return Err(gerr(format!(
-                                        "{label}: residual inputs have widths {a2}/{f2} and {active}/{full}; layers meeting at an Add must be in one tie group"
-                                    )));
-                                }
-                            }
-                        }
-                        if chans.len() != acts_in.len() && active < full {
-                            return Err(gerr(format!(
-                                "{label}: mixes a sliced tensor with an untracked one"
-                            )));
-                        }
-                        if any_const && active < full {
-                            return Err(gerr(format!("{label}: a sliced tensor meets a constant; cannot slice the constant")));
-                        }
-                        let pooled = chans
-                            .iter()
-                            .all(|c| matches!(c, Act::Ch { pooled: true, .. }));
-                        let flats = chans
-                            .iter()
-                            .filter(|c| matches!(c, Act::Ch { flat: true, .. }))
-                            .count();
-                        if flats != 0 && flats != chans.len() && active < full {
-                            return Err(gerr(format!(
-                                "{label}: mixes a flattened sliced tensor with an unflattened one"
-                            )));
-                        }
-                        Act::Ch {
-                            active,
-                            full,
-                            pooled,
-                            flat: flats != 0,
-                        }
-                    } else {
-                        Act::Opaque
-                    };
-                    acts.insert(out0, out);
-                    ops.push(Op::Copy(ix));
-                }
-                op => {
-                    if in_acts.iter().flatten().any(|a| a.is_sliced()) {
-                        return Err(gerr(format!(
-                            "{label}: op {op} is not supported on a sliced tensor (supported: Conv with group 1 or depthwise, BatchNormalization, Gemm, MatMul, {}, {}, GlobalAveragePool, ReduceMean, Flatten)",
-                            PASS_THROUGH.join(", "),
-                            ELEMENTWISE.join(", ")
-                        )));
-                    }
-                    for o in &node.output {
-                        acts.insert(o.as_str(), Act::Opaque);
-                    }
-                    ops.push(Op::Copy(ix));
-                }
+                "Constant" => walk.constant(&at)?,
+                "Conv" => walk.conv(&at)?,
+                "BatchNormalization" => walk.batch_norm(&at)?,
+                "Gemm" | "MatMul" => walk.gemm(&at)?,
+                op if PASS_THROUGH.contains(&op) => walk.pass_through(&at)?,
+                "GlobalAveragePool" | "GlobalMaxPool" => walk.global_pool(&at)?,
+                "ReduceMean" | "ReduceMax" => walk.reduce(&at)?,
+                "Flatten" => walk.flatten(&at)?,
+                op if ELEMENTWISE.contains(&op) => walk.elementwise(&at)?,
+                _ => walk.other(&at)?,
             }
         }
-        for o in &self.outputs {
-            match acts.get(o.as_str()) {
-                Some(a) if a.is_sliced() => {
-                    return Err(gerr(format!(
-                        "graph output {o:?} would be sliced; the output width must not change"
-                    )))
-                }
-                Some(_) => {}
-                None => {
-                    return Err(gerr(format!(
-                        "graph output {o:?} is not produced by any node"
-                    )))
-                }
-            }
-        }
-        Ok(Analysis {
-            ops,
-            bn: bn_uses,
-            params,
-        })
+        walk.finish()
     }
 
     /// Writes the descendant planned by `a` as a self-contained `ModelProto`.
@@ -1102,6 +598,632 @@ impl Master {
                     "initializer {name:?} is missing or shorter than {n}"
                 ))
             })
+    }
+}
+
+/// The state of [`Master::analyze`]'s walk over the graph in topological order: what each
+/// tensor is (its channel widths), the ops of the descendant so far, and the parameters.
+struct Walk<'a> {
+    g: &'a Master,
+    widths: &'a BTreeMap<String, usize>,
+    acts: HashMap<&'a str, Act>,
+    constants: HashMap<&'a str, &'a NodeProto>,
+    consumers: HashMap<&'a str, Vec<usize>>,
+    outputs: HashSet<&'a str>,
+    ops: Vec<Op>,
+    bn_uses: Vec<BnUse>,
+    /// BN node -> index in `ops` of the Conv it folds into.
+    folded: HashMap<usize, usize>,
+    sliced_inits: HashSet<&'a str>,
+    params: u64,
+}
+
+/// One node as the walk reaches it.
+struct At<'a> {
+    ix: usize,
+    node: &'a NodeProto,
+    label: String,
+    /// Input 0's activation (`None`: a constant or an initializer).
+    act0: Option<Act>,
+    /// Every input's activation (`None`: a constant, an initializer or absent).
+    in_acts: Vec<Option<Act>>,
+    /// Output 0's name.
+    out0: &'a str,
+}
+
+impl At<'_> {
+    /// Input 0's activation, which the op needs.
+    fn input(&self) -> Result<Act, ModelError> {
+        self.act0
+            .ok_or_else(|| gerr(format!("{}: input 0 must be an activation", self.label)))
+    }
+}
+
+impl<'a> Walk<'a> {
+    fn new(g: &'a Master, widths: &'a BTreeMap<String, usize>, input_channels: usize) -> Self {
+        let mut acts: HashMap<&str, Act> = HashMap::new();
+        for name in &g.inputs {
+            acts.insert(
+                name.as_str(),
+                Act::Ch {
+                    active: input_channels,
+                    full: input_channels,
+                    pooled: false,
+                    flat: false,
+                },
+            );
+        }
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in g.nodes.iter().enumerate() {
+            for inp in n.input.iter().filter(|s| !s.is_empty()) {
+                consumers.entry(inp.as_str()).or_default().push(i);
+            }
+        }
+        Walk {
+            g,
+            widths,
+            acts,
+            constants: HashMap::new(),
+            consumers,
+            outputs: g.outputs.iter().map(String::as_str).collect(),
+            ops: Vec::with_capacity(g.nodes.len()),
+            bn_uses: Vec::new(),
+            folded: HashMap::new(),
+            sliced_inits: HashSet::new(),
+            params: 0,
+        }
+    }
+
+    /// Node `ix` with its inputs' activations, which must be known already (topological
+    /// order); an initializer may not be shared with another sliced node.
+    fn at(&self, ix: usize, node: &'a NodeProto) -> Result<At<'a>, ModelError> {
+        let label = node_label(node);
+        let mut in_acts: Vec<Option<Act>> = Vec::with_capacity(node.input.len());
+        for inp in &node.input {
+            if inp.is_empty()
+                || self.g.is_initializer(inp)
+                || self.constants.contains_key(inp.as_str())
+            {
+                in_acts.push(None);
+            } else if let Some(a) = self.acts.get(inp.as_str()) {
+                in_acts.push(Some(*a));
+            } else {
+                return Err(gerr(format!(
+                    "{label}: input {inp:?} is not produced by an earlier node (graph not topologically sorted?)"
+                )));
+            }
+        }
+        for (k, inp) in node.input.iter().enumerate() {
+            if k > 0 && self.g.floats.contains_key(inp) && self.sliced_inits.contains(inp.as_str())
+            {
+                return Err(gerr(format!(
+                    "{label}: initializer {inp:?} is shared with another sliced node"
+                )));
+            }
+        }
+        Ok(At {
+            ix,
+            node,
+            label,
+            act0: in_acts.first().copied().flatten(),
+            in_acts,
+            out0: node.output.first().map(String::as_str).unwrap_or(""),
+        })
+    }
+
+    /// The analysis, once every node is walked: no graph output may be sliced.
+    fn finish(self) -> Result<Analysis, ModelError> {
+        for o in &self.g.outputs {
+            match self.acts.get(o.as_str()) {
+                Some(a) if a.is_sliced() => {
+                    return Err(gerr(format!(
+                        "graph output {o:?} would be sliced; the output width must not change"
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    return Err(gerr(format!(
+                        "graph output {o:?} is not produced by any node"
+                    )))
+                }
+            }
+        }
+        Ok(Analysis {
+            ops: self.ops,
+            bn: self.bn_uses,
+            params: self.params,
+        })
+    }
+
+    /// `Constant`: its outputs are known constants (e.g. `ReduceMean` axes).
+    fn constant(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node) = (at.ix, at.node);
+        for o in &node.output {
+            self.constants.insert(o.as_str(), node);
+        }
+        self.ops.push(Op::Copy(ix));
+        Ok(())
+    }
+
+    /// `Conv` (group 1, or depthwise sliced with the layer feeding it); a BN that is its
+    /// output's only consumer is folded into it.
+    fn conv(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label, act0, out0) = (at.ix, at.node, at.label.as_str(), at.act0, at.out0);
+        let (wname, w) = self.g.float_init(node, 1, "weight")?;
+        if w.dims.len() != 4 {
+            return Err(gerr(format!(
+                "{label}: weight {wname:?} must have rank 4, has dims {:?}",
+                w.dims
+            )));
+        }
+        let (full_out, full_in) = (w.dims[0], w.dims[1]);
+        let group = attr_i(node, "group", 1);
+        // (active, full) input channels; an untracked input is taken at full width.
+        let (in_active, in_full) = match act0 {
+            Some(a @ Act::Ch { flat: true, .. }) if a.is_sliced() => {
+                return Err(gerr(format!(
+                    "{label}: input is a flattened sliced tensor; a Conv needs its channel axis"
+                )))
+            }
+            Some(Act::Ch { active, full, .. }) => (active, full),
+            Some(Act::Opaque) => {
+                let g = usize::try_from(group).unwrap_or(0);
+                (full_in * g, full_in * g)
+            }
+            None => return Err(gerr(format!("{label}: input 0 must be an activation"))),
+        };
+        let depthwise = group != 1
+            && usize::try_from(group).ok() == Some(full_out)
+            && full_out == in_full
+            && full_in == 1;
+        let (inp, out) = if depthwise {
+            // Sliced together with the layer feeding it: one filter per channel.
+            match self.widths.get(wname) {
+                Some(&c) if c != in_active => {
+                    return Err(gerr(format!(
+                        "{label}: depthwise convolution {wname:?} has {c} channels in this descendant but its input has {in_active}; a depthwise Conv takes the width of the layer feeding it (list it with that width, e.g. in that layer's tie group, or leave it out of layers)"
+                    )))
+                }
+                _ => (1, in_active),
+            }
+        } else {
+            if group != 1 {
+                return Err(gerr(format!(
+                    "{label}: grouped convolution (group != 1, not depthwise) is not supported (group {group}, weight {wname:?} dims {:?}, {in_full} input channels)",
+                    w.dims
+                )));
+            }
+            if in_full != full_in {
+                return Err(gerr(format!(
+                    "{label}: weight {wname:?} expects {full_in} input channels but its input has {in_full}"
+                )));
+            }
+            let out = match self.widths.get(wname) {
+                Some(&c) if c >= 1 && c <= full_out => c,
+                Some(&c) => {
+                    return Err(gerr(format!(
+                        "{label}: {c} channels requested for {wname:?}, which has {full_out}"
+                    )))
+                }
+                None => full_out,
+            };
+            (in_active, out)
+        };
+        let bias = match node.input.get(2).filter(|s| !s.is_empty()) {
+            Some(_) => {
+                let (bname, b) = self.g.float_init(node, 2, "bias")?;
+                if b.dims != [full_out] {
+                    return Err(gerr(format!(
+                        "{label}: bias {bname:?} has dims {:?}, needs [{full_out}]",
+                        b.dims
+                    )));
+                }
+                self.sliced_inits.insert(bname);
+                Some(bname.to_string())
+            }
+            None => None,
+        };
+        self.sliced_inits.insert(wname);
+        self.params +=
+            (out * inp * w.dims[2] * w.dims[3]) as u64 + bias.as_ref().map_or(0, |_| out as u64);
+        self.acts.insert(
+            out0,
+            Act::Ch {
+                active: out,
+                full: full_out,
+                pooled: false,
+                flat: false,
+            },
+        );
+        // Fold a directly following BN that is the conv output's only consumer.
+        let cons = self.consumers.get(out0).map(Vec::as_slice).unwrap_or(&[]);
+        let fold_bn = match cons {
+            [only]
+                if !self.outputs.contains(out0)
+                    && self.g.nodes[*only].op_type == "BatchNormalization"
+                    && self.g.nodes[*only].input.first().map(String::as_str) == Some(out0) =>
+            {
+                Some(*only)
+            }
+            _ => None,
+        };
+        if let Some(bn_ix) = fold_bn {
+            self.folded.insert(bn_ix, self.ops.len());
+        }
+        self.ops.push(Op::Conv {
+            node: ix,
+            weight: wname.to_string(),
+            bias,
+            out,
+            inp,
+            depthwise,
+            fold: None,
+        });
+        Ok(())
+    }
+
+    /// `BatchNormalization` (inference mode): sliced to its input's width, or folded into
+    /// the Conv before it.
+    fn batch_norm(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label, act0, out0) = (at.ix, at.node, at.label.as_str(), at.act0, at.out0);
+        if attr_i(node, "training_mode", 0) != 0
+            || node.output.iter().skip(1).any(|o| !o.is_empty())
+        {
+            return Err(gerr(format!(
+                "{label}: BatchNormalization in training mode; export with the model in eval() and TrainingMode.PRESERVE"
+            )));
+        }
+        let (sname, s) = self.g.float_init(node, 1, "scale")?;
+        let full = s.dims.first().copied().unwrap_or(0);
+        let mut names = [sname, "", "", ""];
+        for (k, what) in [(2, "bias"), (3, "mean"), (4, "var")] {
+            let (n, t) = self.g.float_init(node, k, what)?;
+            if t.dims != [full] {
+                return Err(gerr(format!(
+                    "{label}: {what} {n:?} has dims {:?}, needs [{full}]",
+                    t.dims
+                )));
+            }
+            names[k - 1] = n;
+        }
+        if s.dims.len() != 1 {
+            return Err(gerr(format!("{label}: scale {sname:?} must have rank 1")));
+        }
+        let channels = match act0 {
+            Some(Act::Ch {
+                active, full: f, ..
+            }) if f == full => active,
+            Some(Act::Ch { full: f, .. }) => {
+                return Err(gerr(format!(
+                    "{label}: has {full} channels but its input has {f}"
+                )))
+            }
+            Some(Act::Opaque) => full,
+            None => return Err(gerr(format!("{label}: input 0 must be an activation"))),
+        };
+        for n in names {
+            self.sliced_inits.insert(n);
+        }
+        self.params += 2 * channels as u64;
+        let bn = BnUse {
+            node: ix,
+            scale: names[0].to_string(),
+            bias: names[1].to_string(),
+            mean: names[2].to_string(),
+            var: names[3].to_string(),
+            channels,
+            eps: attr_f(node, "epsilon", 1e-5),
+        };
+        self.acts.insert(out0, act0.unwrap_or(Act::Opaque));
+        self.bn_uses.push(bn.clone());
+        if let Some(&op_ix) = self.folded.get(&ix) {
+            if let Some(Op::Conv {
+                fold, weight, out, ..
+            }) = self.ops.get_mut(op_ix)
+            {
+                if *out != channels {
+                    return Err(gerr(format!(
+                        "{label}: width {channels} differs from its Conv's {out}"
+                    )));
+                }
+                let mut bias_name = format!("{weight}::folded_bias");
+                while self.g.is_initializer(&bias_name) {
+                    bias_name.push('_');
+                }
+                *fold = Some((bn, bias_name));
+            }
+        } else {
+            self.ops.push(Op::Bn(bn));
+        }
+        Ok(())
+    }
+
+    /// `Gemm` / `MatMul` classifier: its input features cut to the active channels (pooled, or
+    /// flattened channel-major).
+    fn gemm(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label, act0, out0) = (at.ix, at.node, at.label.as_str(), at.act0, at.out0);
+        let (wname, w) = self.g.float_init(node, 1, "weight")?;
+        if w.dims.len() != 2 {
+            return Err(gerr(format!("{label}: weight {wname:?} must have rank 2")));
+        }
+        let gemm = node.op_type == "Gemm";
+        if gemm && attr_i(node, "transA", 0) != 0 {
+            return Err(gerr(format!("{label}: transA=1 is not supported")));
+        }
+        let cut_columns = gemm && attr_i(node, "transB", 0) != 0;
+        let features = if cut_columns { w.dims[1] } else { w.dims[0] };
+        let keep = match act0 {
+            Some(Act::Ch {
+                active,
+                full,
+                pooled: false,
+                flat: true,
+            }) => {
+                // Flatten(axis=1) of [N, C, H, W]: F = C * S features, channel-major.
+                if full == 0 || features % full != 0 {
+                    return Err(gerr(format!(
+                        "{label}: weight {wname:?} has {features} input features, which is not a multiple of the {full} channels flattened into it"
+                    )));
+                }
+                active * (features / full)
+            }
+            Some(Act::Ch {
+                active,
+                full,
+                pooled,
+                ..
+            }) => {
+                if active < full && !pooled {
+                    return Err(gerr(format!(
+                        "{label}: the classifier's input must be globally pooled (GlobalAveragePool or ReduceMean over [2,3]) or flattened (Flatten axis=1) to slice it"
+                    )));
+                }
+                if full != features {
+                    return Err(gerr(format!(
+                        "{label}: weight {wname:?} expects {features} features but its input has {full} channels"
+                    )));
+                }
+                active
+            }
+            Some(Act::Opaque) => features,
+            None => return Err(gerr(format!("{label}: input 0 must be an activation"))),
+        };
+        let classes = if cut_columns { w.dims[0] } else { w.dims[1] };
+        let bias_len = node
+            .input
+            .get(2)
+            .filter(|s| !s.is_empty())
+            .and_then(|b| self.g.floats.get(b.as_str()))
+            .map_or(0, |b| b.data.len());
+        self.sliced_inits.insert(wname);
+        self.params += (keep * classes + bias_len) as u64;
+        self.acts.insert(out0, Act::Opaque);
+        self.ops.push(Op::Gemm {
+            node: ix,
+            weight: wname.to_string(),
+            keep,
+            cut_columns,
+        });
+        Ok(())
+    }
+
+    /// Element-wise unary ops ([`PASS_THROUGH`]): the width passes through.
+    fn pass_through(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label, out0, op) = (
+            at.ix,
+            at.node,
+            at.label.as_str(),
+            at.out0,
+            at.node.op_type.as_str(),
+        );
+        let a = at.input()?;
+        if op == "PRelu" && a.is_sliced() {
+            return Err(gerr(format!(
+                "{label}: PRelu on a sliced tensor is not supported"
+            )));
+        }
+        self.acts.insert(out0, a);
+        for o in node.output.iter().skip(1).filter(|o| !o.is_empty()) {
+            self.acts.insert(o.as_str(), Act::Opaque);
+        }
+        self.ops.push(Op::Copy(ix));
+        Ok(())
+    }
+
+    /// Global pooling: the width passes through, marked pooled.
+    fn global_pool(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, label, out0) = (at.ix, at.label.as_str(), at.out0);
+        let a = at.input()?;
+        let a = match a {
+            Act::Ch {
+                flat: true, full, ..
+            } if a.is_sliced() => {
+                return Err(gerr(format!(
+                    "{label}: global pooling of a flattened sliced tensor ({full} channels) is not supported"
+                )))
+            }
+            Act::Ch { active, full, .. } => Act::Ch {
+                active,
+                full,
+                pooled: true,
+                flat: false,
+            },
+            o => o,
+        };
+        self.acts.insert(out0, a);
+        self.ops.push(Op::Copy(ix));
+        Ok(())
+    }
+
+    /// `ReduceMean` / `ReduceMax`: pooled over [2, 3], or opaque (never over a sliced channel
+    /// axis).
+    fn reduce(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label, out0) = (at.ix, at.node, at.label.as_str(), at.out0);
+        let a = at.input()?;
+        let axes = attr(node, "axes").map(|a| a.ints.clone()).or_else(|| {
+            node.input
+                .get(1)
+                .filter(|s| !s.is_empty())
+                .and_then(|n| self.g.const_i64s(n, &self.constants))
+        });
+        let out = match (a, axes) {
+            (
+                Act::Ch {
+                    active,
+                    full,
+                    pooled,
+                    flat,
+                },
+                Some(axes),
+            ) => {
+                let mut ax: Vec<i64> = axes
+                    .iter()
+                    .map(|&x| if x < 0 { x + 4 } else { x })
+                    .collect();
+                ax.sort_unstable();
+                ax.dedup();
+                if ax.contains(&1) || ax.contains(&0) || flat {
+                    if a.is_sliced() {
+                        return Err(gerr(format!(
+                            "{label}: reduces over the channel axis of a sliced tensor"
+                        )));
+                    }
+                    Act::Opaque
+                } else {
+                    Act::Ch {
+                        active,
+                        full,
+                        pooled: pooled || ax == [2, 3],
+                        flat: false,
+                    }
+                }
+            }
+            (Act::Ch { .. }, None) if a.is_sliced() => {
+                return Err(gerr(format!(
+                    "{label}: axes are not constant; cannot slice through it"
+                )))
+            }
+            _ => Act::Opaque,
+        };
+        self.acts.insert(out0, out);
+        self.ops.push(Op::Copy(ix));
+        Ok(())
+    }
+
+    /// `Flatten(axis=1)`: a flattened width (the classifier cuts a prefix of its features).
+    fn flatten(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label, out0) = (at.ix, at.node, at.label.as_str(), at.out0);
+        let a = at.input()?;
+        let axis = attr_i(node, "axis", 1);
+        let out = match a {
+            Act::Ch {
+                active,
+                full,
+                pooled,
+                ..
+            } if axis == 1 => Act::Ch {
+                active,
+                full,
+                pooled,
+                flat: true,
+            },
+            _ if a.is_sliced() => {
+                return Err(gerr(format!(
+                    "{label}: Flatten of a sliced tensor needs axis=1 (it has axis={axis})"
+                )))
+            }
+            _ => Act::Opaque,
+        };
+        self.acts.insert(out0, out);
+        self.ops.push(Op::Copy(ix));
+        Ok(())
+    }
+
+    /// Binary element-wise ops ([`ELEMENTWISE`], residual Adds): every channel input must have
+    /// one width.
+    fn elementwise(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, label) = (at.ix, at.label.as_str());
+        let in_acts = &at.in_acts;
+        let out0 = at.out0;
+        let acts_in: Vec<Act> = in_acts.iter().flatten().copied().collect();
+        let any_const = in_acts.iter().any(Option::is_none);
+        let chans: Vec<Act> = acts_in
+            .iter()
+            .copied()
+            .filter(|a| matches!(a, Act::Ch { .. }))
+            .collect();
+        let first = chans.iter().find_map(|c| match c {
+            Act::Ch { active, full, .. } => Some((*active, *full)),
+            Act::Opaque => None,
+        });
+        let out = if let Some((active, full)) = first {
+            for c in &chans {
+                if let Act::Ch {
+                    active: a2,
+                    full: f2,
+                    ..
+                } = c
+                {
+                    if *a2 != active || *f2 != full {
+                        return Err(gerr(format!(
+                            "{label}: residual inputs have widths {a2}/{f2} and {active}/{full}; layers meeting at an Add must be in one tie group"
+                        )));
+                    }
+                }
+            }
+            if chans.len() != acts_in.len() && active < full {
+                return Err(gerr(format!(
+                    "{label}: mixes a sliced tensor with an untracked one"
+                )));
+            }
+            if any_const && active < full {
+                return Err(gerr(format!(
+                    "{label}: a sliced tensor meets a constant; cannot slice the constant"
+                )));
+            }
+            let pooled = chans
+                .iter()
+                .all(|c| matches!(c, Act::Ch { pooled: true, .. }));
+            let flats = chans
+                .iter()
+                .filter(|c| matches!(c, Act::Ch { flat: true, .. }))
+                .count();
+            if flats != 0 && flats != chans.len() && active < full {
+                return Err(gerr(format!(
+                    "{label}: mixes a flattened sliced tensor with an unflattened one"
+                )));
+            }
+            Act::Ch {
+                active,
+                full,
+                pooled,
+                flat: flats != 0,
+            }
+        } else {
+            Act::Opaque
+        };
+        self.acts.insert(out0, out);
+        self.ops.push(Op::Copy(ix));
+        Ok(())
+    }
+
+    /// Any other op: allowed only on tensors that are not sliced.
+    fn other(&mut self, at: &At<'a>) -> Result<(), ModelError> {
+        let (ix, node, label) = (at.ix, at.node, at.label.as_str());
+        let in_acts = &at.in_acts;
+        let op = at.node.op_type.as_str();
+        if in_acts.iter().flatten().any(|a| a.is_sliced()) {
+            return Err(gerr(format!(
+                "{label}: op {op} is not supported on a sliced tensor (supported: Conv with group 1 or depthwise, BatchNormalization, Gemm, MatMul, {}, {}, GlobalAveragePool, ReduceMean, Flatten)",
+                PASS_THROUGH.join(", "),
+                ELEMENTWISE.join(", ")
+            )));
+        }
+        for o in &node.output {
+            self.acts.insert(o.as_str(), Act::Opaque);
+        }
+        self.ops.push(Op::Copy(ix));
+        Ok(())
     }
 }
 

@@ -21,8 +21,7 @@
 mod fixtures;
 mod graph;
 mod manifest;
-mod plan;
-mod switch;
+mod slot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,11 +37,12 @@ pub use manifest::{
     Color, DescendantSpec, FileRef, InputSpec, Layer, Manifest, OnnxFile, OutputSpec, Vanilla,
     FORMAT_VERSION,
 };
-pub use plan::{BuildStats, DescendantPlan, OpTime, PlanState};
-pub use switch::{ModelSlot, SwitchPolicy, SwitchRecord};
+pub use slot::{
+    BuildStats, DescendantPlan, ModelSlot, OpTime, PlanState, SwitchPolicy, SwitchRecord,
+};
 
 use graph::{Analysis, BnSource, Master};
-use plan::BuildJob;
+use slot::BuildJob;
 
 use crate::profile::alloc::ThreadMeasure;
 
@@ -523,23 +523,8 @@ impl MultiCapacityModel {
     /// [`ModelError::NoSuchDescendant`], [`ModelError::Tract`] if tract rejects the graph.
     pub fn build_plan(&self, index: usize) -> Result<DescendantPlan, ModelError> {
         self.check_index(index)?;
-        let started = Instant::now();
-        let measure = ThreadMeasure::start();
-        let sliced = self.slice(index)?;
-        let slice_time = started.elapsed();
-        let d = &self.manifest.descendants[index];
-        let job = BuildJob {
-            proto: sliced.proto,
-            name: &d.name,
-            index: Some(index),
-            input_shape: self.input_shape(),
-            classes: self.manifest.output.classes,
-            started,
-            slice_time,
-            weight_bytes: sliced.weight_bytes,
-            measure,
-        };
-        DescendantPlan::build(&self.onnx, job)
+        let name = &self.manifest.descendants[index].name;
+        self.build(name, Some(index), || self.slice(index))
     }
 
     /// Builds the plan of the vanilla model (re-reading `vanilla.onnx`, hash-checked); its
@@ -548,16 +533,28 @@ impl MultiCapacityModel {
     /// # Errors
     /// File errors if `vanilla.onnx` changed since loading, [`ModelError::Tract`].
     pub fn build_vanilla_plan(&self) -> Result<DescendantPlan, ModelError> {
+        self.build("vanilla", None, || {
+            let (m, a) = Self::load_vanilla(&self.dir, &self.manifest)?;
+            m.materialize(&a, &BnSource::Graph)
+        })
+    }
+
+    /// Builds a plan from the graph `slice` makes, timing the slicing and measuring memory
+    /// from before it.
+    fn build(
+        &self,
+        name: &str,
+        index: Option<usize>,
+        slice: impl FnOnce() -> Result<graph::Sliced, ModelError>,
+    ) -> Result<DescendantPlan, ModelError> {
         let started = Instant::now();
         let measure = ThreadMeasure::start();
-        let (m, a) = Self::load_vanilla(&self.dir, &self.manifest)?;
-        let sliced = m.materialize(&a, &BnSource::Graph)?;
-        drop(m);
+        let sliced = slice()?;
         let slice_time = started.elapsed();
         let job = BuildJob {
             proto: sliced.proto,
-            name: "vanilla",
-            index: None,
+            name,
+            index,
             input_shape: self.input_shape(),
             classes: self.manifest.output.classes,
             started,

@@ -2,6 +2,10 @@
 //! signals, throttled logging, stamps.
 
 pub mod app;
+mod control;
+pub mod frames;
+pub mod plans;
+pub mod ros;
 pub mod shutdown;
 pub mod throttle;
 
@@ -91,9 +95,31 @@ impl Default for NodeClock {
     }
 }
 
+/// The `main` of a node binary: installs signal handling, runs `run` with it, and turns the
+/// outcome into the exit status (an error is printed as `NAME: error: ...` with its causes).
+pub fn main_with<E: std::fmt::Display>(
+    name: &str,
+    run: impl FnOnce(Shutdown) -> Result<(), E>,
+) -> std::process::ExitCode {
+    let shutdown = match Shutdown::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: cannot install signal handling: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match run(shutdown) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Initialises `env_logger` from the ROS log level (`RUST_LOG` still wins), quietening the
 /// chatty DDS crates to warnings unless the level is debug.
-pub fn init_logging(level: Option<crate::rosargs::LogLevel>) {
+pub fn init_logging(level: Option<crate::interface::LogLevel>) {
     let filter = level
         .map(|l| l.to_filter())
         .unwrap_or(log::LevelFilter::Info);

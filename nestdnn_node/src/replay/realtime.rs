@@ -19,18 +19,18 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{
-    empty_report, record_bag_error, resolve, Output, PlanRecord, PlanTask, ProfileSource, Progress,
-    ReplayError, ReplayOptions, Report, Status, Tally, TaskProgress, TaskReport, BUDGET_TOPIC,
-    MAX_LISTED, PRIORITY_TOPIC,
+    empty_report, record_bag_error, Output, PlanRecord, PlanTask, ProfileSource, Progress,
+    ReplayError, ReplayOptions, Report, Status, Tally, TaskProgress, MAX_LISTED,
 };
 use crate::bag::{BagMessage, BagReader};
 use crate::config::{NodeConfig, Transport};
+use crate::interface::{BUDGET, PRIORITY};
 use crate::model::MultiCapacityModel;
 use crate::msgs::{
-    Classification, DiagnosticArray, InferenceResult, LabelInfo, ObjectHypothesis, Plan as PlanMsg,
-    Time,
+    Classification, DiagnosticArray, InferenceResult, LabelInfo, Plan as PlanMsg, Time,
 };
 use crate::node::app::{App, AppOptions, Outputs};
+use crate::node::frames::classification_of;
 use crate::profile::ProfileCache;
 
 /// What the node published, with wall-clock offsets from the start of playback.
@@ -60,13 +60,7 @@ impl Outputs for Recorder {
 
     fn result(&self, task: usize, msg: InferenceResult) {
         let t = self.offset();
-        let c = Classification {
-            header: msg.header.clone(),
-            results: vec![ObjectHypothesis {
-                class_id: msg.class_name.clone(),
-                score: f64::from(msg.score),
-            }],
-        };
+        let c = classification_of(&msg);
         self.rec.lock().results.push((t, task, msg, c));
     }
 
@@ -109,40 +103,7 @@ pub(super) fn run(
             })
         }
     };
-    // What the report needs about each model (the node loads its own copy).
-    let mut accuracies = Vec::new();
-    let mut names = Vec::new();
-    let mut labels = Vec::new();
-    let mut tallies: Vec<Tally> = Vec::new();
-    for (i, t) in cfg.tasks.iter().enumerate() {
-        let m = MultiCapacityModel::load(&t.model_dir).map_err(|source| ReplayError::Model {
-            task: t.name.clone(),
-            source,
-        })?;
-        let d = &m.manifest().descendants;
-        accuracies.push(d.iter().map(|x| x.accuracy).collect::<Vec<f64>>());
-        names.push(d.iter().map(|x| x.name.clone()).collect::<Vec<String>>());
-        labels.push(m.manifest().labels.clone());
-        report.profiles.insert(
-            t.name.clone(),
-            format!(
-                "cache {}",
-                cache_dir.as_ref().map_or_else(
-                    || "(none: measured now)".into(),
-                    |p| p.display().to_string()
-                )
-            ),
-        );
-        tallies.push(Tally {
-            report: TaskReport {
-                index: i,
-                topic: resolve(&t.subscribed_topic()),
-                model: t.model_dir.display().to_string(),
-                ..TaskReport::default()
-            },
-            ..Tally::default()
-        });
-    }
+    let models = Models::load(cfg, cache_dir.as_deref(), &mut report)?;
     let recorder = Arc::new(Recorder {
         start: Mutex::new(None),
         rec: Mutex::new(Recorded::default()),
@@ -156,164 +117,38 @@ pub(super) fn run(
         recorder.clone(),
     )
     .map_err(ReplayError::App)?;
-    let mut out = match &opts.out {
-        Some(p) => Some(Output::create(p, &cfg.tasks)?),
-        None => None,
-    };
+    let mut out = Output::for_options(opts, &cfg.tasks)?;
+    let period = opts.progress_period();
     let (image_routes, truth_routes) = super::routes(&cfg.tasks);
-    let period = if opts.progress_period_s.is_finite() && opts.progress_period_s > 0.0 {
-        opts.progress_period_s
-    } else {
-        1.0
+    let mut s = Session {
+        cfg,
+        app: &app,
+        recorder: &recorder,
+        tallies: models.tallies(cfg),
+        models: &models,
+        image_routes,
+        truth_routes,
+        period,
+        start: Instant::now(),
+        t0_ns: None,
+        last_t: 0.0,
+        next_tick: period,
+        seen_results: 0,
+        listed: 0,
     };
-
-    let reader = match BagReader::open(bag) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            report.status = Status::Unusable;
-            report.errors.push(e.to_string());
-            None
-        }
-    };
-    let mut t0_ns = None;
-    let mut last_t = 0.0f64;
-    let mut next_tick = period;
-    let mut seen_results = 0usize;
-    let mut listed = 0usize;
-    let start = Instant::now();
-    *recorder.start.lock() = Some(start);
-    if let Some(reader) = reader {
-        report.files = reader
-            .files()
-            .iter()
-            .map(|(p, _)| p.display().to_string())
-            .collect();
-        let checked = super::check_bag(&reader, &cfg.tasks, &mut report);
-        match reader.decoded() {
-            _ if !checked => {}
-            Err(e) => {
-                report.status = Status::Unusable;
-                report.errors.push(e.to_string());
-            }
-            Ok(mut it) => {
-                for item in it.by_ref() {
-                    let m = match item {
-                        Ok(m) => m,
-                        Err(e) => {
-                            record_bag_error(&mut report, &e, &mut listed);
-                            continue;
-                        }
-                    };
-                    let t0 = *t0_ns.get_or_insert(m.timestamp_ns);
-                    let t = (m.timestamp_ns.saturating_sub(t0) as f64 / 1e9).max(last_t);
-                    // Progress ticks due before this message, then wait for its time.
-                    while next_tick <= t {
-                        sleep_until(start, next_tick);
-                        seen_results =
-                            absorb(&recorder, &mut tallies, &accuracies, &names, seen_results);
-                        progress(&snapshot(&app, &recorder, &tallies, next_tick, period));
-                        for k in &mut tallies {
-                            k.window = 0;
-                        }
-                        next_tick += period;
-                    }
-                    sleep_until(start, t);
-                    last_t = t;
-                    let topic = m.topic.name.as_str();
-                    match m.msg {
-                        BagMessage::Image(img) => {
-                            let Some(route) = image_routes.get(topic) else {
-                                *report.read.unused.entry(topic.into()).or_default() += 1;
-                                continue;
-                            };
-                            for &i in route {
-                                if cfg.tasks[i].transport == Transport::Raw {
-                                    tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
-                                    app.on_image(i, img.clone());
-                                }
-                            }
-                        }
-                        BagMessage::CompressedImage(img) => {
-                            let Some(route) = image_routes.get(topic) else {
-                                *report.read.unused.entry(topic.into()).or_default() += 1;
-                                continue;
-                            };
-                            for &i in route {
-                                if cfg.tasks[i].transport == Transport::Compressed {
-                                    tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
-                                    app.on_compressed(i, img.clone());
-                                }
-                            }
-                        }
-                        BagMessage::Classification(c) => {
-                            let Some(route) = truth_routes.get(topic) else {
-                                *report.read.unused.entry(topic.into()).or_default() += 1;
-                                continue;
-                            };
-                            if let Some(first) = c.results.first() {
-                                for &i in route {
-                                    tallies[i].on_truth_checked(
-                                        c.header.stamp.as_nanos(),
-                                        first.class_id.clone(),
-                                        &labels[i],
-                                        &accuracies[i],
-                                    );
-                                }
-                            } else {
-                                report.warnings.push(format!(
-                                    "ground truth on {topic} at {t:.3} s has no hypothesis; ignored"
-                                ));
-                            }
-                        }
-                        BagMessage::ResourceBudget(b) if topic == BUDGET_TOPIC => {
-                            app.on_budget(&b);
-                        }
-                        BagMessage::TaskPriority(p) if topic == PRIORITY_TOPIC => {
-                            app.on_priority(&p);
-                        }
-                        BagMessage::ResourceBudget(_) | BagMessage::TaskPriority(_) => {
-                            *report.read.unused.entry(topic.into()).or_default() += 1;
-                        }
-                    }
-                }
-                let s = it.stats().clone();
-                report.read.messages = s.messages;
-                report.read.decoded = s.decoded;
-                report.read.decode_errors = s.decode_errors;
-                report.read.skipped_unknown = s.skipped_unknown;
-                report.read.storage_errors = s.storage_errors;
-            }
-        }
-    }
-    if listed > MAX_LISTED {
+    *recorder.start.lock() = Some(s.start);
+    s.play(bag, &mut report, progress);
+    if s.listed > MAX_LISTED {
         report.warnings.push(format!(
             "... and {} more undecodable messages",
-            listed - MAX_LISTED
+            s.listed - MAX_LISTED
         ));
     }
     // Let the frames in hand finish (shutdown also runs the waiting ones).
     app.shutdown();
-    absorb(&recorder, &mut tallies, &accuracies, &names, seen_results);
-    progress(&snapshot(&app, &recorder, &tallies, last_t, period));
-    let inputs = app.input_counters();
-    report.rejected_events = inputs.budgets_rejected.load(Ordering::Relaxed)
-        + inputs.priorities_rejected.load(Ordering::Relaxed);
-    for (i, (t, k)) in cfg.tasks.iter().zip(&mut tallies).enumerate() {
-        if let Some(c) = app.task_counters(i) {
-            k.report.ignored_disabled = c.ignored.load(Ordering::Relaxed);
-            k.report.bad_frames = c.bad_frames.load(Ordering::Relaxed);
-            // Counted by the node as it pre-processes (frames of a disabled task are not).
-            k.report.roi_clipped = c.roi_clipped.load(Ordering::Relaxed);
-        }
-        let r = &mut k.report;
-        r.dropped_replaced = r
-            .frames
-            .saturating_sub(r.processed + r.ignored_disabled + r.bad_frames);
-        let errors = k.audit(&t.name, &labels[i], &mut report.warnings);
-        super::fail_with(&mut report, errors);
-        k.finish();
-        report.tasks.insert(t.name.clone(), k.report.clone());
-    }
+    s.absorb();
+    progress(&snapshot(&app, &recorder, &s.tallies, s.last_t, period));
+    s.finish_tasks(&mut report);
     let rec = recorder.rec.lock();
     report.plans = rec.plans.iter().map(|(t, p)| plan_record(p, *t)).collect();
     report.warnings.extend(
@@ -322,42 +157,270 @@ pub(super) fn run(
             .map(|(t, w)| format!("node at {t:.3} s: {w}")),
     );
     if let Some(out) = &mut out {
-        let base = t0_ns.unwrap_or(0);
-        let ns = |t: f64| base + (t.max(0.0) * 1e9).round() as u64;
-        // Results and plans in time order.
-        let mut items: Vec<(f64, Option<usize>)> = rec
-            .results
-            .iter()
-            .enumerate()
-            .map(|(k, r)| (r.0, Some(k)))
-            .chain(rec.plans.iter().map(|p| (p.0, None)))
-            .collect();
-        items.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut plans = rec.plans.iter();
-        for (t, which) in items {
-            match which {
-                Some(k) => {
-                    let (_, task, r, c) = &rec.results[k];
-                    out.result(&cfg.tasks[*task].name, ns(t), c, r);
-                }
-                None => {
-                    if let Some((_, p)) = plans.next() {
-                        let mut p = p.clone();
-                        p.header.stamp = Time::from_nanos(ns(t) as i64);
-                        out.plan(ns(t), &p);
-                    }
-                }
-            }
-        }
+        write_output(out, &rec, cfg, s.t0_ns.unwrap_or(0));
     }
     drop(rec);
     if let Some(out) = out {
         out.finish(&mut report);
     }
-    report.start_time_ns = t0_ns.unwrap_or(0);
-    report.duration_s = last_t;
+    report.start_time_ns = s.t0_ns.unwrap_or(0);
+    report.duration_s = s.last_t;
     report.wall_s = wall.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What the report needs about each task's model (the node loads its own copy).
+struct Models {
+    accuracies: Vec<Vec<f64>>,
+    names: Vec<Vec<String>>,
+    labels: Vec<Vec<String>>,
+}
+
+impl Models {
+    fn load(
+        cfg: &NodeConfig,
+        cache_dir: Option<&Path>,
+        report: &mut Report,
+    ) -> Result<Self, ReplayError> {
+        let mut m = Models {
+            accuracies: Vec::new(),
+            names: Vec::new(),
+            labels: Vec::new(),
+        };
+        let origin = format!(
+            "cache {}",
+            cache_dir.map_or_else(
+                || "(none: measured now)".into(),
+                |p| p.display().to_string()
+            )
+        );
+        for t in &cfg.tasks {
+            let model =
+                MultiCapacityModel::load(&t.model_dir).map_err(|source| ReplayError::Model {
+                    task: t.name.clone(),
+                    source,
+                })?;
+            let d = &model.manifest().descendants;
+            m.accuracies.push(d.iter().map(|x| x.accuracy).collect());
+            m.names.push(d.iter().map(|x| x.name.clone()).collect());
+            m.labels.push(model.manifest().labels.clone());
+            report.profiles.insert(t.name.clone(), origin.clone());
+        }
+        Ok(m)
+    }
+
+    /// An empty tally per task.
+    fn tallies(&self, cfg: &NodeConfig) -> Vec<Tally> {
+        cfg.tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Tally::for_task(i, t))
+            .collect()
+    }
+}
+
+/// One realtime replay in progress: the node core, what it published so far, and the clock.
+struct Session<'a> {
+    cfg: &'a NodeConfig,
+    app: &'a App,
+    recorder: &'a Recorder,
+    models: &'a Models,
+    tallies: Vec<Tally>,
+    image_routes: super::Routes,
+    truth_routes: super::Routes,
+    period: f64,
+    start: Instant,
+    t0_ns: Option<u64>,
+    last_t: f64,
+    next_tick: f64,
+    seen_results: usize,
+    listed: usize,
+}
+
+impl Session<'_> {
+    /// Plays every message of `bag` at bag pace into the node (a bag that cannot be opened or
+    /// checked makes the report unusable).
+    fn play(&mut self, bag: &Path, report: &mut Report, progress: &mut dyn FnMut(&Progress)) {
+        let reader = match BagReader::open(bag) {
+            Ok(r) => r,
+            Err(e) => {
+                report.status = Status::Unusable;
+                report.errors.push(e.to_string());
+                return;
+            }
+        };
+        report.files = reader
+            .files()
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        if !super::check_bag(&reader, &self.cfg.tasks, report) {
+            return;
+        }
+        let mut it = match reader.decoded() {
+            Ok(it) => it,
+            Err(e) => {
+                report.status = Status::Unusable;
+                report.errors.push(e.to_string());
+                return;
+            }
+        };
+        for item in it.by_ref() {
+            match item {
+                Ok(m) => self.message(m, report, progress),
+                Err(e) => record_bag_error(report, &e, &mut self.listed),
+            }
+        }
+        let s = it.stats().clone();
+        report.read.messages = s.messages;
+        report.read.decoded = s.decoded;
+        report.read.decode_errors = s.decode_errors;
+        report.read.skipped_unknown = s.skipped_unknown;
+        report.read.storage_errors = s.storage_errors;
+    }
+
+    /// Waits for the message's bag time (progress ticks due before it first), then hands it
+    /// to the node or the tallies.
+    fn message(
+        &mut self,
+        m: crate::bag::DecodedMessage,
+        report: &mut Report,
+        progress: &mut dyn FnMut(&Progress),
+    ) {
+        let t0 = *self.t0_ns.get_or_insert(m.timestamp_ns);
+        let t = (m.timestamp_ns.saturating_sub(t0) as f64 / 1e9).max(self.last_t);
+        while self.next_tick <= t {
+            sleep_until(self.start, self.next_tick);
+            self.absorb();
+            progress(&snapshot(
+                self.app,
+                self.recorder,
+                &self.tallies,
+                self.next_tick,
+                self.period,
+            ));
+            for k in &mut self.tallies {
+                k.window = 0;
+            }
+            self.next_tick += self.period;
+        }
+        sleep_until(self.start, t);
+        self.last_t = t;
+        let topic = m.topic.name.as_str();
+        let unused = |report: &mut Report| {
+            *report.read.unused.entry(topic.into()).or_default() += 1;
+        };
+        match m.msg {
+            BagMessage::Image(img) => {
+                let Some(route) = self.image_routes.get(topic) else {
+                    return unused(report);
+                };
+                for &i in route {
+                    if self.cfg.tasks[i].transport == Transport::Raw {
+                        self.tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
+                        self.app.on_image(i, img.clone());
+                    }
+                }
+            }
+            BagMessage::CompressedImage(img) => {
+                let Some(route) = self.image_routes.get(topic) else {
+                    return unused(report);
+                };
+                for &i in route {
+                    if self.cfg.tasks[i].transport == Transport::Compressed {
+                        self.tallies[i].frame_arrived(t, img.header.stamp.as_nanos());
+                        self.app.on_compressed(i, img.clone());
+                    }
+                }
+            }
+            BagMessage::Classification(c) => {
+                let Some(route) = self.truth_routes.get(topic) else {
+                    return unused(report);
+                };
+                let Some(first) = c.results.first() else {
+                    report.warnings.push(format!(
+                        "ground truth on {topic} at {t:.3} s has no hypothesis; ignored"
+                    ));
+                    return;
+                };
+                for &i in route {
+                    self.tallies[i].on_truth_checked(
+                        c.header.stamp.as_nanos(),
+                        first.class_id.clone(),
+                        &self.models.labels[i],
+                        &self.models.accuracies[i],
+                    );
+                }
+            }
+            BagMessage::ResourceBudget(b) if topic == BUDGET.in_root() => self.app.on_budget(&b),
+            BagMessage::TaskPriority(p) if topic == PRIORITY.in_root() => self.app.on_priority(&p),
+            BagMessage::ResourceBudget(_) | BagMessage::TaskPriority(_) => unused(report),
+        }
+    }
+
+    /// Moves the results recorded since the last call into the tallies.
+    fn absorb(&mut self) {
+        self.seen_results = absorb(
+            self.recorder,
+            &mut self.tallies,
+            &self.models.accuracies,
+            &self.models.names,
+            self.seen_results,
+        );
+    }
+
+    /// Completes every task's report from the node's counters and audits it.
+    fn finish_tasks(&mut self, report: &mut Report) {
+        let inputs = self.app.input_counters();
+        report.rejected_events = inputs.budgets_rejected.load(Ordering::Relaxed)
+            + inputs.priorities_rejected.load(Ordering::Relaxed);
+        for (i, (t, k)) in self.cfg.tasks.iter().zip(&mut self.tallies).enumerate() {
+            if let Some(c) = self.app.task_counters(i) {
+                k.report.ignored_disabled = c.ignored.load(Ordering::Relaxed);
+                k.report.bad_frames = c.bad_frames.load(Ordering::Relaxed);
+                // Counted by the node as it pre-processes (frames of a disabled task are not).
+                k.report.roi_clipped = c.roi_clipped.load(Ordering::Relaxed);
+            }
+            let r = &mut k.report;
+            r.dropped_replaced = r
+                .frames
+                .saturating_sub(r.processed + r.ignored_disabled + r.bad_frames);
+            let errors = k.audit(&t.name, &self.models.labels[i], &mut report.warnings);
+            super::fail_with(report, errors);
+            k.finish();
+            report.tasks.insert(t.name.clone(), k.report.clone());
+        }
+    }
+}
+
+/// Writes the recorded results and plans to the output bag in time order (bag time = the
+/// first message's time plus the wall-clock offset).
+fn write_output(out: &mut Output, rec: &Recorded, cfg: &NodeConfig, base_ns: u64) {
+    let ns = |t: f64| base_ns + (t.max(0.0) * 1e9).round() as u64;
+    let mut items: Vec<(f64, Option<usize>)> = rec
+        .results
+        .iter()
+        .enumerate()
+        .map(|(k, r)| (r.0, Some(k)))
+        .chain(rec.plans.iter().map(|p| (p.0, None)))
+        .collect();
+    items.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut plans = rec.plans.iter();
+    for (t, which) in items {
+        match which {
+            Some(k) => {
+                let (_, task, r, c) = &rec.results[k];
+                out.result(&cfg.tasks[*task].name, ns(t), c, r);
+            }
+            None => {
+                if let Some((_, p)) = plans.next() {
+                    let mut p = p.clone();
+                    p.header.stamp = Time::from_nanos(ns(t) as i64);
+                    out.plan(ns(t), &p);
+                }
+            }
+        }
+    }
 }
 
 fn sleep_until(start: Instant, t: f64) {

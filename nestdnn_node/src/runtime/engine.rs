@@ -1,10 +1,11 @@
-//! The model interface the runtime drives, its implementation for [`ModelSlot`], and a
-//! synthetic model that burns a given CPU time per frame (tests, benches, demos).
+//! The model interface the runtime drives (implemented for [`crate::model::ModelSlot`] in
+//! `model/slot.rs`), and a synthetic model that burns a given CPU time per frame (tests,
+//! benches, demos).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::model::{ModelError, ModelSlot, PlanState};
+use super::thread_cpu_time;
 
 /// A result and the descendant that produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,48 +62,6 @@ pub trait InferenceModel: Send + Sync + 'static {
     fn wait_ready(&self, timeout: std::time::Duration) -> bool {
         let _ = timeout;
         true
-    }
-}
-
-/// A real task model: a [`ModelSlot`] (resident or on-demand switching); inputs are
-/// pre-processed `C*H*W` tensors, outputs logits.
-impl InferenceModel for ModelSlot {
-    type Input = Vec<f32>;
-    type Output = Vec<f32>;
-    type Error = ModelError;
-    type State = Option<PlanState>;
-
-    fn new_state(&self) -> Result<Self::State, ModelError> {
-        Ok(None)
-    }
-
-    fn run(
-        &self,
-        state: &mut Option<PlanState>,
-        input: Vec<f32>,
-    ) -> Result<Served<Vec<f32>>, ModelError> {
-        let (index, plan) = self.current();
-        let st = match state {
-            Some(s) if s.plan().same_plan(&plan) => s,
-            _ => state.insert(plan.spawn()?),
-        };
-        let output = st.run(&input)?;
-        Ok(Served {
-            descendant: index,
-            output,
-        })
-    }
-
-    fn request_descendant(&self, index: usize) -> Result<(), ModelError> {
-        self.request(index)
-    }
-
-    fn num_descendants(&self) -> usize {
-        ModelSlot::num_descendants(self)
-    }
-
-    fn wait_ready(&self, timeout: Duration) -> bool {
-        self.wait_idle(timeout)
     }
 }
 
@@ -179,20 +138,6 @@ impl InferenceModel for SpinModel {
     fn num_descendants(&self) -> usize {
         self.costs.len()
     }
-}
-
-/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`), `None` if unavailable.
-pub fn thread_cpu_time() -> Option<Duration> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc defines.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 || ts.tv_sec < 0 || ts.tv_nsec < 0 {
-        return None;
-    }
-    Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// Busy-loops until this thread has used `d` more CPU time (wall time if the thread clock is

@@ -371,15 +371,57 @@ struct Label {
 }
 
 /// Exact `min_total_cost` with the memory constraint: per share count, Pareto sets of
-/// (cost, memory) labels.
+/// (cost, memory) labels, task by task, pruned by [`Bounds`].
 fn pareto_total(tables: &[Table], units: usize, memory: u64, limit: f64) -> Option<Choice> {
     let n = tables.len();
     let mut rest_min = vec![0u64; n + 1];
     for k in (0..n).rev() {
         rest_min[k] = rest_min[k + 1].saturating_add(tables[k].min_mem());
     }
-    // Per task and units: Pareto set over descendants of (cost, memory).
-    let opts: Vec<Vec<Vec<usize>>> = tables
+    let opts = pareto_options(tables, limit);
+    let bounds = Bounds::new(tables, units, memory, limit);
+    let w = units + 1;
+    let mut stages: Vec<Vec<Label>> = Vec::with_capacity(n + 1);
+    let mut ranges: Vec<Vec<(u32, u32)>> = Vec::with_capacity(n + 1);
+    stages.push(vec![Label {
+        cost: 0.0,
+        mem: 0,
+        prev: 0,
+        u: 0,
+        d: 0,
+    }]);
+    let mut r0 = vec![(0u32, 0u32); w];
+    r0[0] = (0, 1);
+    ranges.push(r0);
+    let mut buckets: Vec<Vec<Label>> = vec![Vec::new(); w];
+    for k in 0..n {
+        for b in buckets.iter_mut() {
+            b.clear();
+        }
+        let next = Stage {
+            k,
+            table: &tables[k],
+            options: &opts[k],
+            units,
+            memory,
+            reserve: n - k - 1,
+            rest_min: rest_min[k + 1],
+        };
+        next.extend(&stages[k], &ranges[k], &bounds, &mut buckets);
+        let (stage, rg) = prune(&mut buckets);
+        if stage.len() > LABEL_LIMIT {
+            return None;
+        }
+        stages.push(stage);
+        ranges.push(rg);
+    }
+    trace_back(&stages)
+}
+
+/// Per task and share count: the descendants worth trying, a Pareto set over (memory, cost)
+/// (a descendant is kept only if it is cheaper than every one using less memory).
+fn pareto_options(tables: &[Table], limit: f64) -> Vec<Vec<Vec<usize>>> {
+    tables
         .iter()
         .map(|t| {
             (0..=t.ucap)
@@ -410,126 +452,158 @@ fn pareto_total(tables: &[Table], units: usize, memory: u64, limit: f64) -> Opti
                 })
                 .collect()
         })
-        .collect();
+        .collect()
+}
 
-    let w = units + 1;
-    // Branch and bound (exactness kept): an upper bound from the greedy solver repaired to
-    // fit memory, and per stage a lower bound on the remaining tasks' cost for the units
-    // left, with memory relaxed. A label whose cost plus that bound exceeds the upper bound
-    // cannot lead to an optimum.
-    let cost_of = |ch: &[(usize, usize)]| -> f64 {
-        let within = ch.iter().zip(tables).all(|(&(d, u), t)| t.c(d, u) <= limit);
-        if within && mem_of(tables, ch) <= memory {
-            ch.iter().zip(tables).map(|(&(d, u), t)| t.c(d, u)).sum()
+/// Branch-and-bound bounds of [`pareto_total`] (exactness kept): an upper bound from the
+/// greedy solver repaired to fit memory (and the memory-priced optimum), and per stage a lower
+/// bound on the remaining tasks' cost for the units left. A label whose cost plus that bound
+/// exceeds the upper bound cannot lead to an optimum.
+struct Bounds {
+    /// Remaining tasks' least cost for r units with memory relaxed.
+    rest0: Vec<Vec<f64>>,
+    /// The same with memory priced at `lambda` (a Lagrangian bound: cost >= rest_l - lambda *
+    /// memory left), when the repair found a price.
+    rest_l: Option<Vec<Vec<f64>>>,
+    lambda: f64,
+    memory: u64,
+    /// The upper bound (with a relative slack for rounding).
+    ub: f64,
+}
+
+impl Bounds {
+    fn new(tables: &[Table], units: usize, memory: u64, limit: f64) -> Self {
+        let n = tables.len();
+        let cost_of = |ch: &[(usize, usize)]| -> f64 {
+            let within = ch.iter().zip(tables).all(|(&(d, u), t)| t.c(d, u) <= limit);
+            if within && mem_of(tables, ch) <= memory {
+                ch.iter().zip(tables).map(|(&(d, u), t)| t.c(d, u)).sum()
+            } else {
+                INF
+            }
+        };
+        let (mut greedy, _) = greedy_total(tables, units);
+        let lambda = repair_memory(tables, &mut greedy, memory)
+            .unwrap_or(0.0)
+            .max(0.0);
+        let mut ub = cost_of(&greedy);
+        let (rest0, _) = rest_tables(tables, units, limit, 0.0);
+        let rest_l = if lambda > 0.0 {
+            let (rl, arg) = rest_tables(tables, units, limit, lambda);
+            // The priced optimum is a candidate plan too.
+            let mut ch = Vec::with_capacity(n);
+            let mut r = units;
+            for a in arg.iter().take(n) {
+                let (u, d) = a[r];
+                if u == 0 {
+                    break;
+                }
+                ch.push((d as usize, u as usize));
+                r -= u as usize;
+            }
+            if ch.len() == n {
+                ub = ub.min(cost_of(&ch));
+            }
+            Some(rl)
         } else {
-            INF
+            None
+        };
+        Bounds {
+            rest0,
+            rest_l,
+            lambda,
+            memory,
+            ub: ub + ub.abs() * 1e-12 + 1e-12,
         }
-    };
-    let (mut greedy, _) = greedy_total(tables, units);
-    let lambda = repair_memory(tables, &mut greedy, memory)
-        .unwrap_or(0.0)
-        .max(0.0);
-    let mut ub = cost_of(&greedy);
-    // Remaining tasks' least cost for r units with memory relaxed (lambda = 0), and with
-    // memory priced at lambda (a Lagrangian bound: cost >= rest_l - lambda * memory left).
-    let rest = |lam: f64| -> RestTables {
-        let mut rest = vec![vec![0.0f64; w]; n + 1];
-        let mut arg = vec![vec![(0u32, 0u32); w]; n];
-        for k in (0..n).rev() {
-            let t = &tables[k];
-            let mut h = vec![INF; t.ucap + 1];
-            let mut hd = vec![0usize; t.ucap + 1];
-            for (u, (hu, hdu)) in h.iter_mut().zip(hd.iter_mut()).enumerate().skip(1) {
-                for d in t.ds() {
-                    let c = t.c(d, u);
-                    let priced = c + lam * (t.mem[d] as f64);
-                    if c <= limit && priced < *hu {
-                        *hu = priced;
-                        *hdu = d;
-                    }
-                }
-            }
-            let (next, cur) = {
-                let (a, b) = rest.split_at_mut(k + 1);
-                (&b[0], &mut a[k])
-            };
-            for r in 0..w {
-                let mut best = INF;
-                for u in 1..=t.ucap.min(r) {
-                    let v = next[r - u] + h[u];
-                    if v < best {
-                        best = v;
-                        arg[k][r] = (u as u32, hd[u] as u32);
-                    }
-                }
-                cur[r] = best;
-            }
-        }
-        (rest, arg)
-    };
-    let (rest0, _) = rest(0.0);
-    let rest_l = if lambda > 0.0 {
-        let (rl, arg) = rest(lambda);
-        // The priced optimum is a candidate plan too.
-        let mut ch = Vec::with_capacity(n);
-        let mut r = units;
-        for a in arg.iter().take(n) {
-            let (u, d) = a[r];
-            if u == 0 {
-                break;
-            }
-            ch.push((d as usize, u as usize));
-            r -= u as usize;
-        }
-        if ch.len() == n {
-            ub = ub.min(cost_of(&ch));
-        }
-        Some(rl)
-    } else {
-        None
-    };
-    let ub = ub + ub.abs() * 1e-12 + 1e-12;
-    let bound = |k: usize, r: usize, m: u64| -> f64 {
-        let b0 = rest0[k][r];
-        match &rest_l {
-            Some(rl) => b0.max(rl[k][r] - lambda * memory.saturating_sub(m) as f64),
+    }
+
+    /// A lower bound on the cost of tasks `k..` with `r` units left and `m` bytes used.
+    fn bound(&self, k: usize, r: usize, m: u64) -> f64 {
+        let b0 = self.rest0[k][r];
+        match &self.rest_l {
+            Some(rl) => b0.max(rl[k][r] - self.lambda * self.memory.saturating_sub(m) as f64),
             None => b0,
         }
-    };
-    let mut stages: Vec<Vec<Label>> = Vec::with_capacity(n + 1);
-    let mut ranges: Vec<Vec<(u32, u32)>> = Vec::with_capacity(n + 1);
-    stages.push(vec![Label {
-        cost: 0.0,
-        mem: 0,
-        prev: 0,
-        u: 0,
-        d: 0,
-    }]);
-    let mut r0 = vec![(0u32, 0u32); w];
-    r0[0] = (0, 1);
-    ranges.push(r0);
-    let mut buckets: Vec<Vec<Label>> = vec![Vec::new(); w];
-    for k in 0..n {
+    }
+}
+
+/// Remaining tasks' least cost for r units, memory priced at `lam` per byte, and the
+/// (units, descendant) of task k that achieves it.
+fn rest_tables(tables: &[Table], units: usize, limit: f64, lam: f64) -> RestTables {
+    let n = tables.len();
+    let w = units + 1;
+    let mut rest = vec![vec![0.0f64; w]; n + 1];
+    let mut arg = vec![vec![(0u32, 0u32); w]; n];
+    for k in (0..n).rev() {
         let t = &tables[k];
-        let prev = &stages[k];
-        let pr = &ranges[k];
-        let reserve = n - k - 1;
-        for b in buckets.iter_mut() {
-            b.clear();
+        let mut h = vec![INF; t.ucap + 1];
+        let mut hd = vec![0usize; t.ucap + 1];
+        for (u, (hu, hdu)) in h.iter_mut().zip(hd.iter_mut()).enumerate().skip(1) {
+            for d in t.ds() {
+                let c = t.c(d, u);
+                let priced = c + lam * (t.mem[d] as f64);
+                if c <= limit && priced < *hu {
+                    *hu = priced;
+                    *hdu = d;
+                }
+            }
         }
-        for s_prev in 0..w {
-            let (a, b) = pr[s_prev];
-            let umax = t.ucap.min(units.saturating_sub(s_prev + reserve));
+        let (next, cur) = {
+            let (a, b) = rest.split_at_mut(k + 1);
+            (&b[0], &mut a[k])
+        };
+        for r in 0..w {
+            let mut best = INF;
+            for u in 1..=t.ucap.min(r) {
+                let v = next[r - u] + h[u];
+                if v < best {
+                    best = v;
+                    arg[k][r] = (u as u32, hd[u] as u32);
+                }
+            }
+            cur[r] = best;
+        }
+    }
+    (rest, arg)
+}
+
+/// Task `k`'s stage of [`pareto_total`].
+struct Stage<'a> {
+    k: usize,
+    table: &'a Table,
+    /// [`pareto_options`] of this task.
+    options: &'a [Vec<usize>],
+    units: usize,
+    memory: u64,
+    /// Units the later tasks need at least (one each).
+    reserve: usize,
+    /// Memory the later tasks need at least.
+    rest_min: u64,
+}
+
+impl Stage<'_> {
+    /// Every label of the previous stage extended by each (units, descendant) of this task,
+    /// into `buckets` by total units; labels over memory or the bound are not kept.
+    fn extend(
+        &self,
+        prev: &[Label],
+        ranges: &[(u32, u32)],
+        bounds: &Bounds,
+        buckets: &mut [Vec<Label>],
+    ) {
+        let t = self.table;
+        for (s_prev, &(a, b)) in ranges.iter().enumerate() {
+            let umax = t.ucap.min(self.units.saturating_sub(s_prev + self.reserve));
             for idx in a..b {
                 let lab = prev[idx as usize];
                 for u in 1..=umax {
-                    for &d in &opts[k][u] {
+                    for &d in &self.options[u] {
                         let m = lab.mem.saturating_add(t.mem[d]);
-                        if m.saturating_add(rest_min[k + 1]) > memory {
+                        if m.saturating_add(self.rest_min) > self.memory {
                             continue;
                         }
                         let c = lab.cost + t.c(d, u);
-                        if c + bound(k + 1, units - s_prev - u, m) > ub {
+                        if c + bounds.bound(self.k + 1, self.units - s_prev - u, m) > bounds.ub {
                             continue;
                         }
                         buckets[s_prev + u].push(Label {
@@ -543,40 +617,44 @@ fn pareto_total(tables: &[Table], units: usize, memory: u64, limit: f64) -> Opti
                 }
             }
         }
-        // Prune: Pareto within each share count and against all smaller share counts.
-        let mut front: Vec<(u64, f64)> = Vec::new();
-        let mut stage = Vec::new();
-        let mut rg = vec![(0u32, 0u32); w];
-        for s in 0..w {
-            let bucket = &mut buckets[s];
-            bucket.sort_by(|a, b| a.mem.cmp(&b.mem).then(a.cost.total_cmp(&b.cost)));
-            let start = stage.len() as u32;
-            let mut best = INF;
-            let mut kept: Vec<(u64, f64)> = Vec::new();
-            for lab in bucket.iter() {
-                if lab.cost >= best {
-                    continue;
-                }
-                best = lab.cost;
-                // Dominated by a label with fewer units?
-                let i = front.partition_point(|&(m, _)| m <= lab.mem);
-                if i > 0 && front[i - 1].1 <= lab.cost {
-                    continue;
-                }
-                stage.push(*lab);
-                kept.push((lab.mem, lab.cost));
-            }
-            rg[s] = (start, stage.len() as u32);
-            if !kept.is_empty() {
-                front = merge_front(&front, &kept);
-            }
-        }
-        if stage.len() > LABEL_LIMIT {
-            return None;
-        }
-        stages.push(stage);
-        ranges.push(rg);
     }
+}
+
+/// Keeps the Pareto labels of a stage, within each share count and against all smaller share
+/// counts; returns them and each share count's index range.
+fn prune(buckets: &mut [Vec<Label>]) -> (Vec<Label>, Vec<(u32, u32)>) {
+    let mut front: Vec<(u64, f64)> = Vec::new();
+    let mut stage = Vec::new();
+    let mut rg = vec![(0u32, 0u32); buckets.len()];
+    for (s, bucket) in buckets.iter_mut().enumerate() {
+        bucket.sort_by(|a, b| a.mem.cmp(&b.mem).then(a.cost.total_cmp(&b.cost)));
+        let start = stage.len() as u32;
+        let mut best = INF;
+        let mut kept: Vec<(u64, f64)> = Vec::new();
+        for lab in bucket.iter() {
+            if lab.cost >= best {
+                continue;
+            }
+            best = lab.cost;
+            // Dominated by a label with fewer units?
+            let i = front.partition_point(|&(m, _)| m <= lab.mem);
+            if i > 0 && front[i - 1].1 <= lab.cost {
+                continue;
+            }
+            stage.push(*lab);
+            kept.push((lab.mem, lab.cost));
+        }
+        rg[s] = (start, stage.len() as u32);
+        if !kept.is_empty() {
+            front = merge_front(&front, &kept);
+        }
+    }
+    (stage, rg)
+}
+
+/// The cheapest label of the last stage, traced back to each task's (descendant, units).
+fn trace_back(stages: &[Vec<Label>]) -> Option<Choice> {
+    let n = stages.len() - 1;
     let last = &stages[n];
     let mut best: Option<usize> = None;
     for (i, lab) in last.iter().enumerate() {
@@ -884,6 +962,21 @@ fn repair_memory(tables: &[Table], ch: &mut [(usize, usize)], memory: u64) -> Op
     }
 }
 
+/// The cost of running task `spec` on descendant `d` with `share` cores.
+fn rung_cost(spec: &TaskSpec, env: &Env, d: usize, share: f64) -> f64 {
+    let l = &spec.ladder;
+    let r = &l.rungs()[d];
+    task_cost(
+        spec.priority,
+        env.alpha,
+        spec.target_fps,
+        l.best_accuracy(),
+        r.accuracy,
+        r.latency_s,
+        share,
+    )
+}
+
 fn fixed_policy(tasks: &[TaskIn<'_>], env: &Env) -> Outcome {
     let n = tasks.len();
     let share = if n == 0 {
@@ -906,15 +999,7 @@ fn fixed_policy(tasks: &[TaskIn<'_>], env: &Env) -> Outcome {
                 paused: None,
                 d,
                 share,
-                cost: task_cost(
-                    t.spec.priority,
-                    env.alpha,
-                    t.spec.target_fps,
-                    l.best_accuracy(),
-                    r.accuracy,
-                    r.latency_s,
-                    share,
-                ),
+                cost: rung_cost(t.spec, env, d, share),
                 switch_cost: 0.0,
                 fps: expected_fps(t.spec.target_fps, r.latency_s, share),
                 mem: l.memory_bytes(d, env.policy),
@@ -1074,15 +1159,7 @@ pub(crate) fn solve(tasks: &[TaskIn<'_>], env: &Env) -> Option<Outcome> {
         let tb = &tables[slot];
         let r = &l.rungs()[d];
         let share = u as f64 * env.step;
-        let cost = task_cost(
-            t.spec.priority,
-            env.alpha,
-            t.spec.target_fps,
-            l.best_accuracy(),
-            r.accuracy,
-            r.latency_s,
-            share,
-        );
+        let cost = rung_cost(t.spec, env, d, share);
         let switch_cost = tb.c(d, u) - cost;
         assigns.push(Assign {
             paused: None,

@@ -29,7 +29,8 @@ use ros2_client::{
 };
 use smol::channel::{Receiver, Sender, TrySendError};
 
-use super::{split_type_name, Durability, Qos, Reliability, TransportError};
+use super::{split_type_name, TransportError};
+use crate::interface::{Durability, Qos, Reliability};
 use crate::msgs::RosMessage;
 use crate::rosargs::{split_topic, NameContext};
 
@@ -485,6 +486,64 @@ impl DdsNode {
 impl Drop for DdsNode {
     fn drop(&mut self) {
         self.shutdown_inner(Duration::from_millis(200));
+    }
+}
+
+impl<M: Send> super::Publish<M> for DdsPublisher<M> {
+    fn publish(&self, msg: M) {
+        DdsPublisher::publish(self, msg);
+    }
+}
+
+impl super::RosNode for DdsNode {
+    fn names(&self) -> &NameContext {
+        DdsNode::names(self)
+    }
+
+    fn middleware(&self) -> &'static str {
+        "DDS"
+    }
+
+    fn publisher<M>(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<Box<dyn super::Publish<M>>, TransportError>
+    where
+        M: RosMessage + std::fmt::Debug + Send + Sync + 'static,
+    {
+        Ok(Box::new(DdsNode::publisher::<M>(self, topic, qos)?))
+    }
+
+    fn subscribe<M>(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+        stream: super::Stream,
+        on_message: super::OnMessage<M>,
+        on_lost: Option<super::OnLost>,
+    ) -> Result<String, TransportError>
+    where
+        M: RosMessage + Send + Sync + 'static,
+    {
+        let options = match stream {
+            super::Stream::Camera => SubscribeOptions::camera(qos),
+            super::Stream::Control => SubscribeOptions::small(qos),
+        };
+        let mut on_lost = on_lost;
+        self.subscribe_counting_gaps(topic, options, on_message, move |n| {
+            if let Some(f) = on_lost.as_mut() {
+                f(n);
+            }
+        })
+    }
+
+    fn start(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn close(self, grace: Duration) {
+        self.shutdown(grace);
     }
 }
 

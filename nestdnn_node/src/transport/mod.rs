@@ -5,17 +5,21 @@
 //! - `r2r` (feature `r2r`): ROS 2 over rcl via r2r, raw publish/subscribe with this crate's
 //!   CDR types (needs a sourced ROS 2 to link).
 //!
-//! Both take fully-resolved topic names (see [`crate::rosargs::NameContext`]), the QoS
-//! descriptions of this module, and [`crate::msgs::RosMessage`] types, and deliver received
-//! messages to callbacks, so the node wiring is the same for both.
+//! Both implement [`RosNode`], the small surface the node adapter ([`crate::node::ros`]) and
+//! the resource monitor are written against once: publishers ([`Publish`]) and subscriptions
+//! (callbacks) on topic names resolved in the node's [`crate::rosargs::NameContext`], with the
+//! QoS profiles of [`crate::interface`] and the [`crate::msgs::RosMessage`] types.
 
 #[cfg(feature = "dds")]
 pub mod dds;
 #[cfg(feature = "r2r")]
 pub mod r2r;
 
-use crate::msgs::MsgError;
-use crate::rosargs::RosArgsError;
+use std::time::Duration;
+
+use crate::interface::Qos;
+use crate::msgs::{MsgError, RosMessage};
+use crate::rosargs::{NameContext, RosArgsError};
 
 /// Errors of the transport boundary.
 #[derive(Debug, thiserror::Error)]
@@ -50,79 +54,102 @@ pub enum TransportError {
         /// The middleware's message.
         detail: String,
     },
-    /// A QoS name from the configuration is unknown.
-    #[error("unknown QoS profile {0:?} (expected sensor_data, best_effort, reliable or latched)")]
-    QosName(String),
 }
 
-/// DDS reliability.
+/// Publishes messages of one type on one topic; never blocks the caller (a message that
+/// cannot be queued or sent is counted by the transport and dropped).
+pub trait Publish<M>: Send + Sync {
+    /// Publishes `msg`.
+    fn publish(&self, msg: M);
+}
+
+/// What a subscription callback receives: a decoded message, or why a sample was unusable.
+pub type OnMessage<M> = Box<dyn FnMut(Result<M, TransportError>) + Send>;
+
+/// Called with the number of samples lost before reaching the subscription (publisher
+/// sequence gaps), where the middleware can tell.
+pub type OnLost = Box<dyn FnMut(u64) + Send>;
+
+/// The kind of a subscription, for the middleware's buffering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reliability {
-    /// No repair; what cameras publish (REP-2003 sensor data).
-    BestEffort,
-    /// Repaired and acknowledged.
-    Reliable,
+pub enum Stream {
+    /// Camera images: a small sample cache (a few frames, not 64 large images) and, where
+    /// the middleware can tell, lost samples reported.
+    Camera,
+    /// Small control messages (budgets, priorities, clock).
+    Control,
 }
 
-/// DDS durability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Late joiners get nothing old.
-    Volatile,
-    /// Late joiners get the last `depth` samples ("latched").
-    TransientLocal,
-}
+/// One ROS 2 node on some middleware: what the node adapter and the resource monitor need.
+/// [`dds::DdsNode`] (pure-Rust DDS) and `r2r::R2rNode` (rcl) implement it.
+pub trait RosNode {
+    /// The naming context (node name, namespace, remaps).
+    fn names(&self) -> &NameContext;
 
-/// A QoS profile, independent of the middleware.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Qos {
-    /// Reliability.
-    pub reliability: Reliability,
-    /// Durability.
-    pub durability: Durability,
-    /// History depth (keep last N).
-    pub depth: u32,
-}
+    /// The middleware's name for logs (`DDS`, `rcl`).
+    fn middleware(&self) -> &'static str;
 
-impl Qos {
-    /// ROS sensor-data profile: best effort, volatile, keep last 5 (cameras).
-    pub const SENSOR_DATA: Qos = Qos {
-        reliability: Reliability::BestEffort,
-        durability: Durability::Volatile,
-        depth: 5,
-    };
-    /// Latched state (budgets, plans, label info): reliable, transient local, depth 1.
-    pub const LATCHED: Qos = Qos {
-        reliability: Reliability::Reliable,
-        durability: Durability::TransientLocal,
-        depth: 1,
-    };
-    /// ROS default: reliable, volatile, keep last 10 (results, priorities, diagnostics).
-    pub const RELIABLE: Qos = Qos {
-        reliability: Reliability::Reliable,
-        durability: Durability::Volatile,
-        depth: 10,
-    };
-    /// rclcpp's `ClockQoS` for `/clock` (with `use_sim_time`): best effort, volatile, keep
-    /// last 1 (matches reliable and best-effort clock publishers alike).
-    pub const CLOCK: Qos = Qos {
-        reliability: Reliability::BestEffort,
-        durability: Durability::Volatile,
-        depth: 1,
-    };
-
-    /// A profile by configuration name: `sensor_data` (alias `best_effort`), `reliable`
-    /// (alias `default`, `system_default`), `latched` (alias `transient_local`).
+    /// Creates a publisher on `topic` (resolved and remapped in this node's context).
     ///
     /// # Errors
-    /// [`TransportError::QosName`].
-    pub fn by_name(name: &str) -> Result<Qos, TransportError> {
-        match name {
-            "sensor_data" | "best_effort" => Ok(Qos::SENSOR_DATA),
-            "reliable" | "default" | "system_default" => Ok(Qos::RELIABLE),
-            "latched" | "transient_local" => Ok(Qos::LATCHED),
-            _ => Err(TransportError::QosName(name.to_string())),
-        }
+    /// [`TransportError`] for an invalid name or when the middleware refuses.
+    fn publisher<M>(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<Box<dyn Publish<M>>, TransportError>
+    where
+        M: RosMessage + std::fmt::Debug + Send + Sync + 'static;
+
+    /// Subscribes to `topic`; `on_message` runs on the middleware's thread for every sample
+    /// and must be quick. `on_lost`, if given, hears of samples lost before the callback.
+    /// Returns the fully-resolved name.
+    ///
+    /// # Errors
+    /// [`TransportError`] for an invalid name or when the middleware refuses.
+    fn subscribe<M>(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+        stream: Stream,
+        on_message: OnMessage<M>,
+        on_lost: Option<OnLost>,
+    ) -> Result<String, TransportError>
+    where
+        M: RosMessage + Send + Sync + 'static;
+
+    /// Starts delivering messages (after every subscription is registered).
+    ///
+    /// # Errors
+    /// [`TransportError::Create`] when the middleware's thread cannot start.
+    fn start(&mut self) -> Result<(), TransportError>;
+
+    /// Sends what is queued (waiting up to `grace`), then closes the node.
+    fn close(self, grace: Duration);
+}
+
+/// The middleware this build uses: r2r when the `r2r` feature is on, else pure-Rust DDS.
+#[cfg(feature = "r2r")]
+pub type DefaultNode = r2r::R2rNode;
+/// The middleware this build uses: r2r when the `r2r` feature is on, else pure-Rust DDS.
+#[cfg(all(feature = "dds", not(feature = "r2r")))]
+pub type DefaultNode = dds::DdsNode;
+
+/// Opens the node `names` on this build's middleware (the DDS domain from `ROS_DOMAIN_ID`).
+///
+/// # Errors
+/// [`TransportError`] when the middleware refuses, or for a bad `ROS_DOMAIN_ID`.
+#[cfg(any(feature = "dds", feature = "r2r"))]
+pub fn open(names: NameContext) -> Result<DefaultNode, TransportError> {
+    #[cfg(feature = "r2r")]
+    return r2r::R2rNode::new(names);
+    #[cfg(all(feature = "dds", not(feature = "r2r")))]
+    {
+        let settings = dds::DdsSettings {
+            domain_id: crate::rosargs::domain_id_from_env()?,
+            ..dds::DdsSettings::default()
+        };
+        dds::DdsNode::new(names, settings)
     }
 }
 
@@ -144,12 +171,6 @@ mod tests {
 
     #[test]
     fn qos_names_and_type_names() {
-        assert_eq!(Qos::by_name("sensor_data").unwrap(), Qos::SENSOR_DATA);
-        assert_eq!(
-            Qos::by_name("latched").unwrap().durability,
-            Durability::TransientLocal
-        );
-        assert!(Qos::by_name("fast").is_err());
         assert_eq!(
             split_type_name("sensor_msgs/msg/Image").unwrap(),
             ("sensor_msgs", "Image")

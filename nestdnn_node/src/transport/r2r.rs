@@ -17,7 +17,8 @@ use std::time::Duration;
 use futures::task::LocalSpawnExt;
 use futures::StreamExt;
 
-use super::{Durability, Qos, Reliability, TransportError};
+use super::TransportError;
+use crate::interface::{Durability, Qos, Reliability};
 use crate::msgs::RosMessage;
 use crate::rosargs::NameContext;
 
@@ -223,5 +224,56 @@ impl R2rNode {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl<M: RosMessage + Send> super::Publish<M> for parking_lot::Mutex<R2rPublisher<M>> {
+    fn publish(&self, msg: M) {
+        self.lock().publish(&msg);
+    }
+}
+
+impl super::RosNode for R2rNode {
+    fn names(&self) -> &NameContext {
+        R2rNode::names(self)
+    }
+
+    fn middleware(&self) -> &'static str {
+        "rcl"
+    }
+
+    fn publisher<M>(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+    ) -> Result<Box<dyn super::Publish<M>>, TransportError>
+    where
+        M: RosMessage + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let p = R2rNode::publisher::<M>(self, topic, qos)?;
+        Ok(Box::new(parking_lot::Mutex::new(p)))
+    }
+
+    /// rcl reports no sequence gaps here: `on_lost` is never called.
+    fn subscribe<M>(
+        &mut self,
+        topic: &str,
+        qos: Qos,
+        _stream: super::Stream,
+        on_message: super::OnMessage<M>,
+        _on_lost: Option<super::OnLost>,
+    ) -> Result<String, TransportError>
+    where
+        M: RosMessage + Send + Sync + 'static,
+    {
+        R2rNode::subscribe(self, topic, qos, on_message)
+    }
+
+    fn start(&mut self) -> Result<(), TransportError> {
+        R2rNode::start(self)
+    }
+
+    fn close(self, _grace: Duration) {
+        self.shutdown();
     }
 }

@@ -10,6 +10,7 @@ mod inspect;
 mod plan;
 #[cfg(feature = "dds")]
 mod play;
+mod plot;
 mod profile;
 mod replay;
 mod time_onnx;

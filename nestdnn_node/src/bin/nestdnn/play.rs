@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nestdnn::bag::qos::{Durability as BagDurability, History, Reliability as BagReliability};
 use nestdnn::bag::{BagError, BagMessage, BagReader, QosProfile};
+use nestdnn::interface::{Durability, Qos, Reliability};
 use nestdnn::msgs::{Classification, CompressedImage, Image, ResourceBudget, TaskPriority};
 use nestdnn::node::Shutdown;
 use nestdnn::rosargs::{domain_id_from_env, NameContext};
 use nestdnn::transport::dds::{DdsNode, DdsPublisher, DdsSettings};
-use nestdnn::transport::{Durability, Qos, Reliability};
 
 /// Arguments of `nestdnn play`.
 #[derive(Debug, clap::Args)]

@@ -27,7 +27,8 @@ pub struct Args {
     /// Write the report (JSON) here.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write an SVG plot of the budget and each task's planned descendant here.
+    /// Write a plot of the budget and each task's planned descendant here (SVG), and the same
+    /// plot as PNG beside it (same stem, `.png`).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Run on the wall clock through the real node core (real drops and frame rates) instead
@@ -78,15 +79,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for t in &cfg.tasks {
         inputs.push(&t.model_dir);
     }
+    let plot_files = args.plot.as_deref().map(crate::plot::plot_paths);
     let mut outputs: Vec<(&str, &std::path::Path)> = Vec::new();
-    for (what, p) in [
-        ("--out", &args.out),
-        ("--report", &args.report),
-        ("--plot", &args.plot),
-    ] {
+    for (what, p) in [("--out", &args.out), ("--report", &args.report)] {
         if let Some(p) = p {
             outputs.push((what, p));
         }
+    }
+    if let Some((svg, png)) = &plot_files {
+        outputs.push(("--plot", svg));
+        outputs.push(("--plot", png));
     }
     nestdnn::fsio::check_outputs(&inputs, &outputs)?;
     let opts = ReplayOptions {
@@ -158,9 +160,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .unwrap_or(1)
             })
             .collect();
-        let svg = replay::svg::plot(&report, &counts);
-        if let Err(e) = nestdnn::fsio::write_atomic(path, svg.as_bytes()) {
-            failed.push(format!("--plot: {e}"));
+        let fig = crate::plot::ReplayPlot {
+            report: &report,
+            descendants: &counts,
+        };
+        if let Err(e) = crate::plot::write(&fig, path) {
+            failed.push(format!("--plot: {e:#}"));
         }
     }
     for w in &report.warnings {

@@ -1,5 +1,5 @@
 //! The same runs in virtual time: the planner and the status quo drive
-//! [`crate::sim::Simulator`] (the runtime's rules, deterministic) over the same frame arrivals,
+//! [`nestdnn::sim::Simulator`] (the runtime's rules, deterministic) over the same frame arrivals,
 //! app schedule and monitor readings as a real run; accuracy comes from the offline
 //! correctness matrix (each descendant's real prediction on each held-out frame). Used to
 //! validate the simulation against the real runs (the error is reported).
@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::scheduler::{
+use nestdnn::scheduler::{
     Budget, Ladder, Plan, Planner, Settings, SolverChoice, TaskSpec, TaskStatus,
 };
-use crate::sim::{Assignment, SimEvent, SimOptions, Simulator};
+use nestdnn::sim::{Assignment, SimEvent, SimOptions, Simulator};
 
 use super::data::Offline;
 use super::harness::{BudgetSample, System};
@@ -284,7 +284,7 @@ pub fn validation(pairs: Vec<(usize, String, f64, f64, f64, f64)>) -> Validation
 mod tests {
     use super::*;
     use crate::bench::workload::{schedule, QUICK};
-    use crate::scheduler::Rung;
+    use nestdnn::scheduler::Rung;
 
     fn ladder(name: &str) -> Ladder {
         let rungs = (0..7)
@@ -348,7 +348,7 @@ mod tests {
         .unwrap();
         assert!((low.accuracy() - 1.0 / 7.0).abs() < 0.02, "{low:?}");
         let nd = System::Nestdnn {
-            objective: crate::scheduler::Objective::MinTotalCost,
+            objective: nestdnn::scheduler::Objective::MinTotalCost,
             alpha: 0.1,
         };
         let n = simulate_run(nd, &sched, &budget, &lat, &ladders, &off).unwrap();

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::model::{ModelError, ModelSlot, MultiCapacityModel, PlanState, SwitchPolicy};
-use crate::monitor::{
+use nestdnn::model::{ModelError, ModelSlot, MultiCapacityModel, PlanState, SwitchPolicy};
+use nestdnn::monitor::{
     budget_from_reading, parse_pid_stat_ticks, Headroom, Monitor, MonitorSettings,
 };
-use crate::runtime::{Completed, InferenceModel, Runtime, RuntimeOptions, Served, TaskSetup};
-use crate::scheduler::{
+use nestdnn::runtime::{Completed, InferenceModel, Runtime, RuntimeOptions, Served, TaskSetup};
+use nestdnn::scheduler::{
     Budget, Ladder, Objective, Plan, Planner, Settings, SolverChoice, TaskSpec, TaskStatus,
 };
 
@@ -116,10 +116,10 @@ impl InferenceModel for Labelled {
         state: &mut Self::State,
         (frame, input): (usize, Vec<f32>),
     ) -> Result<Served<bool>, ModelError> {
-        let s = self.slot.run(state, input)?;
+        let (descendant, logits) = self.slot.run(state, &input)?;
         Ok(Served {
-            descendant: s.descendant,
-            output: self.labels.get(frame) == Some(&argmax(&s.output)),
+            descendant,
+            output: self.labels.get(frame) == Some(&argmax(&logits)),
         })
     }
 

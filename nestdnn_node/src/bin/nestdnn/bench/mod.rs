@@ -1,6 +1,31 @@
 //! `nestdnn bench multitenant [--quick] --report FILE`: NestDNN against the resource-agnostic
 //! status quo on the committed models (issue 7); `nestdnn bench table --report FILE` prints
 //! (or writes into `docs/benchmarks.md`) the results table generated from a report.
+//!
+//! The benchmark is tool code: it uses the core library (`nestdnn`) like any other client.
+//! - [`workload`]: the workload, fixed before any result (apps, arrivals, budgets,
+//!   background load, settings, systems and the comparison's definitions).
+//! - [`data`]: the labelled frames of the bundled recording and the offline pass of every
+//!   descendant over them.
+//! - [`load`]: the background load process.
+//! - [`harness`]: real runs of every system at once on the task runtime.
+//! - [`curves`]: accuracy-vs-frame-rate curves and the gains.
+//! - [`simulate`]: the same runs in virtual time ([`nestdnn::sim`]), to validate the
+//!   simulation against the real runs.
+//! - [`report`]: the JSON report and the results table.
+//! - [`plots`]: the accuracy-vs-frame-rate and capacity-over-time plots (SVG and PNG).
+
+pub mod curves;
+pub mod data;
+pub mod harness;
+pub mod load;
+pub mod plots;
+pub mod report;
+pub mod simulate;
+pub mod workload;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,15 +33,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use nestdnn::bench::data::{load_frames, offline_pass, Offline};
-use nestdnn::bench::harness::{run_real, sweep, App, RunOutcome, System};
-use nestdnn::bench::report::{self, summarize};
-use nestdnn::bench::simulate::{simulate_run, validation};
-use nestdnn::bench::workload::{self, APPS, FULL, QUICK};
+use data::{load_frames, offline_pass, Offline};
+use harness::{run_real, sweep, App, RunOutcome, System};
 use nestdnn::model::{models_dir, MultiCapacityModel};
 use nestdnn::profile::{load_or_profile, ProfileCache, ProfileOptions};
 use nestdnn::scheduler::{Ladder, Rung};
+use report::summarize;
 use serde_json::json;
+use simulate::{simulate_run, validation};
+use workload::{APPS, FULL, QUICK};
+
+/// Errors of the benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The recording, its sidecar or the frames are unusable.
+    #[error("benchmark data: {what}")]
+    Data {
+        /// What is wrong.
+        what: String,
+    },
+    /// A model could not be loaded, built or run.
+    #[error(transparent)]
+    Model(#[from] nestdnn::model::ModelError),
+    /// The task runtime refused an operation.
+    #[error(transparent)]
+    Runtime(#[from] nestdnn::runtime::RuntimeError),
+    /// The planner refused an input.
+    #[error(transparent)]
+    Scheduler(#[from] nestdnn::scheduler::SchedulerError),
+    /// The resource monitor could not read the machine.
+    #[error(transparent)]
+    Monitor(#[from] nestdnn::monitor::MonitorError),
+}
 
 /// Arguments of `nestdnn bench`.
 #[derive(Debug, clap::Args)]
@@ -50,7 +98,7 @@ struct Multitenant {
     #[arg(long)]
     quick: bool,
     /// Write the JSON report here; the plots go beside it (`<stem>-curves.svg`,
-    /// `<stem>-capacity.svg`).
+    /// `<stem>-capacity.svg`, and each as `.png`).
     #[arg(long)]
     report: PathBuf,
     /// Also print the results table.
@@ -89,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if !(cores.is_finite() && cores >= 0.0 && max_s.is_finite() && max_s >= 0.0) {
                 bail!("--cores and --max-s must be finite numbers >= 0");
             }
-            nestdnn::bench::load::burn(cores, Duration::from_secs_f64(max_s));
+            load::burn(cores, Duration::from_secs_f64(max_s));
             Ok(())
         }
     }
@@ -312,11 +360,23 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     if !dir.as_os_str().is_empty() {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let curves = dir.join(format!("{stem}-curves.svg"));
-    let capacity = dir.join(format!("{stem}-capacity.svg"));
-    nestdnn::fsio::write_atomic(&curves, report::curves_svg(&summaries).as_bytes())?;
+    let mut written = Vec::new();
+    let (svg, png) = crate::plot::write(
+        &plots::CurvesPlot {
+            summaries: &summaries,
+        },
+        &dir.join(format!("{stem}-curves.svg")),
+    )?;
+    written.extend([svg, png]);
     if let Some(r0) = runs.first() {
-        nestdnn::fsio::write_atomic(&capacity, report::capacity_svg(r0, &nd_label).as_bytes())?;
+        let (svg, png) = crate::plot::write(
+            &plots::CapacityPlot {
+                run: r0,
+                nestdnn_label: &nd_label,
+            },
+            &dir.join(format!("{stem}-capacity.svg")),
+        )?;
+        written.extend([svg, png]);
         if let Some(sys) = r0.systems.iter().find(|s| s.system.label() == nd_label) {
             rep["timeline_run"] = json!({
                 "run": 0,
@@ -325,7 +385,10 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             });
         }
     }
-    rep["plots"] = json!([curves.display().to_string(), capacity.display().to_string()]);
+    rep["plots"] = json!(written
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>());
     rep["wall_s"] = json!(wall.elapsed().as_secs_f64());
     nestdnn::fsio::write_atomic(
         &m.report,
@@ -333,10 +396,13 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     )
     .with_context(|| format!("writing {}", m.report.display()))?;
     eprintln!(
-        "bench: wrote {}, {}, {} in {:.0} s",
+        "bench: wrote {}, {} in {:.0} s",
         m.report.display(),
-        curves.display(),
-        capacity.display(),
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         wall.elapsed().as_secs_f64()
     );
     if m.readme_table {

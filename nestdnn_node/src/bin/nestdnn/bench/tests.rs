@@ -6,10 +6,10 @@
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use nestdnn::bench::data::{load_frames, offline_pass};
-use nestdnn::bench::harness::{run_real, App, System};
-use nestdnn::bench::simulate::simulate_run;
-use nestdnn::bench::workload::{AppEvent, LoadSpell, RunSchedule, APPS};
+use super::data::{load_frames, offline_pass};
+use super::harness::{run_real, App, System};
+use super::simulate::simulate_run;
+use super::workload::{AppEvent, LoadSpell, RunSchedule, APPS};
 use nestdnn::model::{models_dir, MultiCapacityModel};
 use nestdnn::scheduler::{Ladder, Objective, Rung};
 
@@ -136,4 +136,16 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
         assert_eq!(a, b);
         assert!(a.processed > 0 && a.processed <= a.offered && a.correct <= a.processed);
     }
+
+    // The capacity plot of the run renders (SVG and PNG).
+    let fig = super::plots::CapacityPlot {
+        run: &out,
+        nestdnn_label: &systems[1].label(),
+    };
+    let (svg, png) = crate::plot::render(&fig).unwrap();
+    assert!(
+        svg.contains("min_total_cost a=0.1: descendant per app"),
+        "{svg}"
+    );
+    assert!(image::load_from_memory(&png).is_ok());
 }

@@ -24,7 +24,7 @@
 //!   runs a separate process at normal priority burning [`BACKGROUND_CORES`] (one of the two
 //!   values, uniform) of this machine. The planner never sees the script: every
 //!   [`MONITOR_PERIOD_S`] the benchmark measures, with the resource monitor's `/proc` core
-//!   ([`crate::monitor::parse_pid_stat_ticks`] on the load process, as the monitor accounts
+//!   ([`nestdnn::monitor::parse_pid_stat_ticks`] on the load process, as the monitor accounts
 //!   for processes), the cores the load really used, and the device loses the same fraction
 //!   of its cores: `device_cores = compute_cores x (1 - load_cores / online_cores)`.
 //!   Only the load process counts, not every other process: on the shared build VM other

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::runtime::spin_cpu;
+use nestdnn::runtime::spin_cpu;
 
 /// Process name of the load (what `/proc/<pid>/comm` shows; not a consumer of the monitor).
 pub const LOAD_COMM: &str = "nestdnn-bgload";

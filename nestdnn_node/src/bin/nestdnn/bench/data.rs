@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::bag::{BagMessage, BagReader};
-use crate::model::MultiCapacityModel;
-use crate::preprocess::{Preprocessor, RawImage, Roi};
-use crate::runtime::thread_cpu_time;
+use nestdnn::bag::{BagMessage, BagReader};
+use nestdnn::model::MultiCapacityModel;
+use nestdnn::preprocess::{Preprocessor, RawImage, Roi};
+use nestdnn::runtime::thread_cpu_time;
 
 use super::BenchError;
 
@@ -150,7 +150,7 @@ pub fn load_frames(
                 cam.images.insert(img.header.stamp.as_nanos(), x);
             }
             (BagMessage::CompressedImage(ci), false) => {
-                let img = crate::preprocess::CompressedImage {
+                let img = nestdnn::preprocess::CompressedImage {
                     format: &ci.format,
                     data: &ci.data,
                 };
@@ -215,7 +215,7 @@ pub struct Offline {
     pub accuracy: Vec<f64>,
     /// Median thread CPU seconds per frame of each descendant (hot loop).
     pub cpu_s: Vec<f64>,
-    /// Bytes each descendant's plan holds, as [`crate::model::DescendantPlan::plan_bytes`]
+    /// Bytes each descendant's plan holds, as [`nestdnn::model::DescendantPlan::plan_bytes`]
     /// reports in this process (measured when the counting allocator is installed).
     pub plan_bytes: Vec<u64>,
 }
