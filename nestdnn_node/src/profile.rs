@@ -158,7 +158,8 @@ fn ns_round(v: f64) -> f64 {
 }
 
 /// Nearest-rank percentile of sorted values (`q` in 0..=1).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The nearest-rank `q`-quantile of `sorted` (ascending; 0 when empty).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -1023,22 +1023,7 @@ impl Deterministic {
             let msg = plan_message(p, &self.counts, 0.0, header);
             out.plan(ns, &msg);
         }
-        let assignments: Vec<Assignment> = p
-            .tasks
-            .iter()
-            .map(|tp| {
-                if tp.status == TaskStatus::Running {
-                    Assignment {
-                        running: true,
-                        descendant: tp.descendant_index,
-                        share: tp.share,
-                    }
-                } else {
-                    Assignment::PAUSED
-                }
-            })
-            .collect();
-        let events = self.sim.set_plan(t, &assignments);
+        let events = self.sim.set_plan(t, &Assignment::from_plan(p));
         self.handle_events(events)
     }
 

@@ -86,6 +86,25 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// Each task's assignment in `plan`: its descendant and share when the plan runs it,
+    /// [`Assignment::PAUSED`] otherwise.
+    pub fn from_plan(plan: &crate::scheduler::Plan) -> Vec<Assignment> {
+        plan.tasks
+            .iter()
+            .map(|tp| {
+                if tp.status == crate::scheduler::TaskStatus::Running {
+                    Assignment {
+                        running: true,
+                        descendant: tp.descendant_index,
+                        share: tp.share,
+                    }
+                } else {
+                    Assignment::PAUSED
+                }
+            })
+            .collect()
+    }
+
     /// A task that does not run.
     pub const PAUSED: Assignment = Assignment {
         running: false,

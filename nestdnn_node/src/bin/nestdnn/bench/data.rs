@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use nestdnn::bag::{BagMessage, BagReader};
 use nestdnn::model::MultiCapacityModel;
+use nestdnn::node::frames::top1;
 use nestdnn::preprocess::{Preprocessor, RawImage, Roi};
 use nestdnn::runtime::thread_cpu_time;
 
@@ -220,17 +221,6 @@ pub struct Offline {
     pub plan_bytes: Vec<u64>,
 }
 
-/// Index of the largest value (first on ties; 0 for an empty slice).
-pub fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// Runs every descendant of `model` over `frames` (real tract inference, one thread).
 ///
 /// # Errors
@@ -256,7 +246,8 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
             if let (Some(a), Some(b)) = (c0, thread_cpu_time()) {
                 times.push(b.saturating_sub(a).as_secs_f64());
             }
-            ok.push(argmax(&y) == k);
+            // The class the node would publish (its top-1).
+            ok.push(top1(&y).map(|(c, _)| c) == Some(k));
         }
         times.sort_by(f64::total_cmp);
         let n = ok.len().max(1);
@@ -271,16 +262,4 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
         cpu_s,
         plan_bytes,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::argmax;
-
-    #[test]
-    fn argmax_picks_the_first_largest() {
-        assert_eq!(argmax(&[0.1, 0.7, 0.7, -1.0]), 1);
-        assert_eq!(argmax(&[]), 0);
-        assert_eq!(argmax(&[f32::NAN, 1.0]), 0);
-    }
 }

@@ -13,15 +13,13 @@ use nestdnn::model::{ModelError, ModelSlot, MultiCapacityModel, PlanState, Switc
 use nestdnn::monitor::{
     budget_from_reading, parse_pid_stat_ticks, Headroom, Monitor, MonitorSettings,
 };
+use nestdnn::node::frames::top1;
 use nestdnn::runtime::{Completed, InferenceModel, Runtime, RuntimeOptions, Served, TaskSetup};
-use nestdnn::scheduler::{
-    Budget, Ladder, Objective, Plan, Planner, Settings, SolverChoice, TaskSpec, TaskStatus,
-};
+use nestdnn::scheduler::{Budget, Ladder, Objective, Plan, Planner, TaskStatus};
 
-use super::data::{argmax, AppFrames};
+use super::data::AppFrames;
 use super::workload::{
-    RunSchedule, ALPHAS, APPS, CAMERA_HZ, MONITOR_PERIOD_S, SHARE_STEP, STATUS_QUO_LEVELS,
-    TARGET_FPS,
+    planner, RunSchedule, ALPHAS, APPS, CAMERA_HZ, MONITOR_PERIOD_S, STATUS_QUO_LEVELS, TARGET_FPS,
 };
 use super::BenchError;
 
@@ -119,7 +117,7 @@ impl InferenceModel for Labelled {
         let (descendant, logits) = self.slot.run(state, &input)?;
         Ok(Served {
             descendant,
-            output: self.labels.get(frame) == Some(&argmax(&logits)),
+            output: self.labels.get(frame) == top1(&logits).map(|(c, _)| c).as_ref(),
         })
     }
 
@@ -321,12 +319,13 @@ fn loadavg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn percentile(sorted: &[f32], p: f64) -> f64 {
+/// The nearest-rank `p`-quantile of latencies `sorted` in ms (NaN without any).
+fn latency_quantile(sorted: &[f32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let k = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    f64::from(sorted[k])
+    let v: Vec<f64> = sorted.iter().map(|&x| f64::from(x)).collect();
+    nestdnn::profile::percentile(&v, p)
 }
 
 /// Plays `schedule` on every system of `systems` at once, in real time. `spawn_load(cores)`
@@ -389,27 +388,13 @@ pub fn run_real(
         )?;
         let planner = match system {
             System::StatusQuo { .. } => None,
-            System::Nestdnn { objective, alpha } => {
-                let settings = Settings {
-                    objective,
-                    solver: SolverChoice::Auto,
-                    alpha,
-                    share_step: SHARE_STEP,
-                    default_budget: budget0,
-                    ..Settings::default()
-                };
-                let specs = apps
-                    .iter()
-                    .map(|a| TaskSpec {
-                        name: a.frames.app.clone(),
-                        priority: 1.0,
-                        target_fps: TARGET_FPS,
-                        enabled: true,
-                        ladder: Arc::new(a.ladder.clone()),
-                    })
-                    .collect();
-                Some(Planner::new(settings, specs, epoch)?)
-            }
+            System::Nestdnn { objective, alpha } => Some(planner(
+                objective,
+                alpha,
+                budget0,
+                apps.iter().map(|a| (a.frames.app.as_str(), &a.ladder)),
+                epoch,
+            )?),
         };
         let mut s = Sys {
             system,
@@ -672,8 +657,8 @@ pub fn run_real(
             plans: s.plans,
             memory_peak_bytes: s.mem_peak,
             memory_over_budget_s: s.mem_over_s,
-            latency_p50_ms: percentile(&lat, 0.5),
-            latency_p99_ms: percentile(&lat, 0.99),
+            latency_p50_ms: latency_quantile(&lat, 0.5),
+            latency_p99_ms: latency_quantile(&lat, 0.99),
             apps: (0..apps.len())
                 .map(|i| AppRun {
                     app: APPS[i].to_string(),

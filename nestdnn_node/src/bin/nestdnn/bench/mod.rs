@@ -333,7 +333,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     let extra = json!({
         "sim_validation": sim,
         "machine": {
-            "cpu_model": cpu_model(),
+            "cpu_model": nestdnn::profile::cpu_model(),
             "online_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         },
         "offline": offline,
@@ -450,16 +450,4 @@ fn observed_latencies(apps: &[App], offline: &[Offline], out: &RunOutcome) -> Ve
                 .collect()
         })
         .collect()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string())
 }

@@ -4,19 +4,16 @@
 //! correctness matrix (each descendant's real prediction on each held-out frame). Used to
 //! validate the simulation against the real runs (the error is reported).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use nestdnn::scheduler::{
-    Budget, Ladder, Plan, Planner, Settings, SolverChoice, TaskSpec, TaskStatus,
-};
+use nestdnn::scheduler::{Budget, Ladder};
 use nestdnn::sim::{Assignment, SimEvent, SimOptions, Simulator};
 
 use super::data::Offline;
 use super::harness::{BudgetSample, System};
-use super::workload::{RunSchedule, APPS, CAMERA_HZ, SHARE_STEP, TARGET_FPS};
+use super::workload::{planner, RunSchedule, APPS, CAMERA_HZ, TARGET_FPS};
 use super::BenchError;
 
 /// One system's figures in one simulated run.
@@ -46,23 +43,6 @@ impl SimRun {
             f64::NAN
         }
     }
-}
-
-fn assignments(plan: &Plan) -> Vec<Assignment> {
-    plan.tasks
-        .iter()
-        .map(|t| {
-            if t.status == TaskStatus::Running {
-                Assignment {
-                    running: true,
-                    descendant: t.descendant_index,
-                    share: t.share,
-                }
-            } else {
-                Assignment::PAUSED
-            }
-        })
-        .collect()
 }
 
 fn equal(running: &[bool; 4], level: usize, device: f64) -> Vec<Assignment> {
@@ -108,28 +88,13 @@ pub fn simulate_run(
     let at = |t: f64| epoch + Duration::from_secs_f64(t.max(0.0));
     let mut planner = match system {
         System::StatusQuo { .. } => None,
-        System::Nestdnn { objective, alpha } => {
-            let settings = Settings {
-                objective,
-                solver: SolverChoice::Auto,
-                alpha,
-                share_step: SHARE_STEP,
-                default_budget: Budget::new(schedule.compute_cores, schedule.memory_bytes),
-                ..Settings::default()
-            };
-            let specs = ladders
-                .iter()
-                .zip(APPS)
-                .map(|(l, name)| TaskSpec {
-                    name: name.to_string(),
-                    priority: 1.0,
-                    target_fps: TARGET_FPS,
-                    enabled: true,
-                    ladder: Arc::new(l.clone()),
-                })
-                .collect();
-            Some(Planner::new(settings, specs, epoch)?)
-        }
+        System::Nestdnn { objective, alpha } => Some(planner(
+            objective,
+            alpha,
+            Budget::new(schedule.compute_cores, schedule.memory_bytes),
+            ladders.iter().zip(APPS).map(|(l, name)| (name, l)),
+            epoch,
+        )?),
     };
     let mut out = SimRun {
         offered: 0,
@@ -181,7 +146,7 @@ pub fn simulate_run(
                         p.task_stopped(APPS[i], at(t))?
                     };
                     if let Some(r) = r {
-                        plan = Some(assignments(&r));
+                        plan = Some(Assignment::from_plan(&r));
                     }
                 }
             }
@@ -197,7 +162,7 @@ pub fn simulate_run(
                 (Some(p), _) => {
                     let b = Budget::new(device, schedule.memory_bytes);
                     if let Some(r) = p.update_budget(&b, at(t))? {
-                        plan = Some(assignments(&r));
+                        plan = Some(Assignment::from_plan(&r));
                     }
                 }
                 (None, System::StatusQuo { level }) => {
@@ -209,7 +174,7 @@ pub fn simulate_run(
         if let Some(p) = planner.as_mut() {
             if p.next_review().is_some_and(|r| r <= at(t)) {
                 if let Some(r) = p.review(at(t)) {
-                    plan = Some(assignments(&r));
+                    plan = Some(Assignment::from_plan(&r));
                 }
             }
         }

@@ -59,6 +59,13 @@
 //! energy proxy: CPU time, not joules). "Best objective" = the one with the larger headline
 //! frame-rate gain.
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use nestdnn::scheduler::{
+    Budget, Ladder, Objective, Planner, SchedulerError, Settings, SolverChoice, TaskSpec,
+};
+
 /// The four apps (model folders under `models/`), in task order.
 pub const APPS: [&str; 4] = [
     "fashion_vgg",
@@ -303,6 +310,40 @@ pub fn schedule(setting: &Setting, index: usize) -> Option<RunSchedule> {
         events,
         background,
     })
+}
+
+/// The planner NestDNN runs in the benchmark: `objective` at `alpha` on the share grid
+/// [`SHARE_STEP`], starting from `budget`; every app at priority 1 and [`TARGET_FPS`], with
+/// its ladder.
+///
+/// # Errors
+/// [`SchedulerError`] for an invalid setting or ladder.
+pub fn planner<'a>(
+    objective: Objective,
+    alpha: f64,
+    budget: Budget,
+    apps: impl IntoIterator<Item = (&'a str, &'a Ladder)>,
+    epoch: Instant,
+) -> Result<Planner, SchedulerError> {
+    let settings = Settings {
+        objective,
+        solver: SolverChoice::Auto,
+        alpha,
+        share_step: SHARE_STEP,
+        default_budget: budget,
+        ..Settings::default()
+    };
+    let specs = apps
+        .into_iter()
+        .map(|(name, ladder)| TaskSpec {
+            name: name.to_string(),
+            priority: 1.0,
+            target_fps: TARGET_FPS,
+            enabled: true,
+            ladder: Arc::new(ladder.clone()),
+        })
+        .collect();
+    Planner::new(settings, specs, epoch)
 }
 
 #[cfg(test)]
