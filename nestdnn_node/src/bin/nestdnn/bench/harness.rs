@@ -346,9 +346,75 @@ pub fn run_real(
     }
     let start_load = loadavg();
     let budget0 = Budget::new(schedule.compute_cores, schedule.memory_bytes);
-    let mut sys: Vec<Sys> = Vec::with_capacity(systems.len());
     let epoch = Instant::now();
-    for &system in systems {
+    let sys = systems
+        .iter()
+        .map(|&system| Sys::start(system, apps, budget0, epoch))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut monitor = Monitor::new(MonitorSettings {
+        headroom: Headroom {
+            cpu_cores: 0.0,
+            memory_bytes: 0,
+        },
+        consumers: vec![own_comm()],
+    })?;
+    monitor.read()?;
+    let mut live = Live {
+        apps,
+        schedule,
+        offered: vec![vec![0u64; apps.len()]; sys.len()],
+        sys,
+        monitor,
+        budget_trace: Vec::new(),
+        device: schedule.compute_cores,
+        running: [false; 4],
+        load: None,
+        load_mark: (0, Instant::now()),
+        // SAFETY: sysconf has no preconditions.
+        clk_tck: match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+            t if t > 0 => t as f64,
+            _ => 100.0,
+        },
+        tick: 0,
+        last_t: 0.0,
+        next_monitor: MONITOR_PERIOD_S,
+        next_calibration: 5.0,
+    };
+    let t0 = Instant::now();
+    let result = live.play(t0, spawn_load);
+    if let Some((_, mut c)) = live.load.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let run_s = t0
+        .elapsed()
+        .as_secs_f64()
+        .min(schedule.run_s.max(live.last_t));
+    result?;
+    let Live { sys, offered, .. } = live;
+    let out = sys
+        .into_iter()
+        .zip(offered)
+        .map(|(s, offered)| s.finish(run_s, &offered))
+        .collect();
+    Ok(RunOutcome {
+        schedule: schedule.clone(),
+        budget: live.budget_trace,
+        loadavg: (start_load, loadavg()),
+        systems: out,
+    })
+}
+
+impl Sys {
+    /// Starts `system` on `apps`: a runtime with one on-demand slot per app (the status quo
+    /// at its level, NestDNN at the smallest descendant until its first plan) and, for
+    /// NestDNN, its planner with the first plan applied.
+    fn start(
+        system: System,
+        apps: &[App],
+        budget0: Budget,
+        epoch: Instant,
+    ) -> Result<Sys, BenchError> {
         let initial = match system {
             System::StatusQuo { level } => level,
             System::Nestdnn { .. } => 0,
@@ -413,270 +479,311 @@ pub fn run_real(
         if let Some(p) = s.planner.as_ref().map(|p| p.plan().clone()) {
             s.apply(&p)?;
         }
-        sys.push(s);
+        Ok(s)
     }
 
-    let mut monitor = Monitor::new(MonitorSettings {
-        headroom: Headroom {
-            cpu_cores: 0.0,
-            memory_bytes: 0,
-        },
-        consumers: vec![own_comm()],
-    })?;
-    monitor.read()?;
-    let mut budget_trace = Vec::new();
-    let mut device = schedule.compute_cores;
-    let mut running = [false; 4];
-    let mut load: Option<(usize, Child)> = None;
-    // (ticks, when) of the load process at the last sample.
-    let mut load_mark: (u64, Instant) = (0, Instant::now());
-    // SAFETY: sysconf has no preconditions.
-    let clk_tck = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        t if t > 0 => t as f64,
-        _ => 100.0,
-    };
-    let period = Duration::from_secs_f64(1.0 / CAMERA_HZ);
-    let mut offered = vec![vec![0u64; apps.len()]; sys.len()];
-    let t0 = Instant::now();
-    let mut next_tick = t0;
-    let mut next_monitor = MONITOR_PERIOD_S;
-    let mut next_calibration = 5.0;
-    let mut tick: usize = 0;
-    let mut last_t = 0.0;
-    let result = (|| -> Result<(), BenchError> {
+    /// Stops the runtime and sums up the run (`offered`: frames offered per app).
+    fn finish(self, run_s: f64, offered: &[u64]) -> SystemRun {
+        let n = offered.len();
+        let cpf = (0..n).map(|i| self.rt.cpu_per_frame(i)).collect();
+        let counters = self.rt.shutdown(false);
+        let acc = std::mem::take(&mut *self.acc.lock());
+        let mut lat = acc.latencies_ms;
+        lat.sort_by(f32::total_cmp);
+        SystemRun {
+            system: self.system,
+            run_s,
+            offered: offered.iter().sum(),
+            processed: acc.processed.iter().sum(),
+            correct: acc.correct.iter().sum(),
+            errors: counters.iter().map(|c| c.errors).sum(),
+            cpu_s: counters.iter().map(|c| c.cpu_time_s).sum(),
+            build_cpu_s: self.build_cpu_s,
+            switches: counters.iter().map(|c| c.switches).sum(),
+            plans: self.plans,
+            memory_peak_bytes: self.mem_peak,
+            memory_over_budget_s: self.mem_over_s,
+            latency_p50_ms: latency_quantile(&lat, 0.5),
+            latency_p99_ms: latency_quantile(&lat, 0.99),
+            apps: (0..n)
+                .map(|i| AppRun {
+                    app: APPS[i].to_string(),
+                    offered: offered[i],
+                    processed: acc.processed[i],
+                    correct: acc.correct[i],
+                })
+                .collect(),
+            cpu_per_frame_s: cpf,
+            timeline: self.timeline,
+        }
+    }
+}
+
+/// One real run in progress: every system, the machine monitor, the background load and
+/// the camera clock.
+struct Live<'a> {
+    apps: &'a [App],
+    schedule: &'a RunSchedule,
+    sys: Vec<Sys>,
+    monitor: Monitor,
+    budget_trace: Vec<BudgetSample>,
+    /// Cores of the emulated device now (the budget less the background load's share).
+    device: f64,
+    running: [bool; 4],
+    /// The background load spell in progress and its process.
+    load: Option<(usize, Child)>,
+    /// (ticks, when) of the load process at the last sample.
+    load_mark: (u64, Instant),
+    clk_tck: f64,
+    /// Frames offered per system and app.
+    offered: Vec<Vec<u64>>,
+    tick: usize,
+    last_t: f64,
+    next_monitor: f64,
+    next_calibration: f64,
+}
+
+impl Live<'_> {
+    /// The camera loop: every period, apps starting and stopping, load spells, the monitor,
+    /// calibration, dwell reviews, then one frame per running app to every system.
+    fn play(
+        &mut self,
+        t0: Instant,
+        spawn_load: &mut dyn FnMut(f64) -> std::io::Result<Child>,
+    ) -> Result<(), BenchError> {
+        let period = Duration::from_secs_f64(1.0 / CAMERA_HZ);
+        let mut next_tick = t0;
         loop {
             let now = Instant::now();
             let t = now.duration_since(t0).as_secs_f64();
-            if t >= schedule.run_s {
-                break;
+            if t >= self.schedule.run_s {
+                return Ok(());
             }
-            // Apps starting and stopping.
-            let want = schedule.running_at(t);
-            if tick == 0 || want != running {
-                for (i, (&w, &r)) in want.iter().zip(&running).enumerate() {
-                    if w == r && tick > 0 {
-                        continue;
-                    }
-                    for s in sys.iter_mut() {
-                        s.rt.set_enabled(i, w)?;
-                        if let Some(p) = s.planner.as_mut() {
-                            let plan = if w {
-                                p.task_started(APPS[i], now)?
-                            } else {
-                                p.task_stopped(APPS[i], now)?
-                            };
-                            if let Some(plan) = plan {
-                                s.apply(&plan)?;
-                            }
-                        }
-                    }
-                }
-                running = want;
-                for s in &sys {
-                    if s.planner.is_none() {
-                        s.share_equally(&running, device)?;
-                    }
-                }
+            self.apps_changed(t, now)?;
+            self.load_spell(t, spawn_load)?;
+            if t >= self.next_monitor {
+                self.next_monitor += MONITOR_PERIOD_S;
+                self.monitor_tick(t, now)?;
             }
-            // Background load spells.
-            let spell = schedule
-                .background
-                .iter()
-                .position(|s| s.from_s <= t && t < s.to_s);
-            if load.as_ref().map(|l| l.0) != spell {
-                if let Some((_, mut c)) = load.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                if let Some(k) = spell {
-                    let child =
-                        spawn_load(schedule.background[k].cores).map_err(|e| BenchError::Data {
-                            what: format!("cannot start the background load: {e}"),
-                        })?;
-                    load = Some((k, child));
-                    load_mark = (0, Instant::now());
-                }
+            if t >= self.next_calibration {
+                self.next_calibration += 5.0;
+                self.calibrate(now)?;
             }
-            // The monitor: the device loses the fraction of this machine the load uses.
-            if t >= next_monitor {
-                next_monitor += MONITOR_PERIOD_S;
-                let load_cores = match &load {
-                    Some((_, c)) => {
-                        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
-                            .ok()
-                            .and_then(|t| parse_pid_stat_ticks(&t).ok());
-                        let at = Instant::now();
-                        let dt = at.duration_since(load_mark.1).as_secs_f64();
-                        match ticks {
-                            Some(k) if dt > 0.0 => {
-                                let cores = k.saturating_sub(load_mark.0) as f64 / clk_tck / dt;
-                                load_mark = (k, at);
-                                cores
-                            }
-                            _ => 0.0,
-                        }
-                    }
-                    None => 0.0,
-                };
-                if let Some(r) = monitor.read()? {
-                    let b = budget_from_reading(&r, &monitor_headroom());
-                    let avail = f64::from(b.cpu_cores_available);
-                    let frac = if r.cores_online > 0.0 {
-                        (1.0 - load_cores / r.cores_online).clamp(0.0, 1.0)
-                    } else {
-                        1.0
-                    };
-                    device = schedule.compute_cores * frac;
-                    budget_trace.push(BudgetSample {
-                        t_s: t,
-                        available_cores: avail,
-                        online_cores: r.cores_online,
-                        load_cores,
-                        device_cores: device,
-                        script_background_cores: schedule.background_at(t),
-                    });
-                    let budget = Budget::new(device, schedule.memory_bytes);
-                    for s in sys.iter_mut() {
-                        match s.planner.as_mut() {
-                            Some(p) => {
-                                if let Some(plan) = p.update_budget(&budget, now)? {
-                                    s.apply(&plan)?;
-                                }
-                            }
-                            None => s.share_equally(&running, device)?,
-                        }
-                        let apps_now = (0..apps.len())
-                            .map(|i| {
-                                let c = s.rt.counters(i).unwrap_or_default();
-                                AppState {
-                                    running: running[i] && c.share > 0.0,
-                                    descendant: c.descendant,
-                                    share: c.share,
-                                }
-                            })
-                            .collect();
-                        s.timeline.push(TimelinePoint {
-                            t_s: t,
-                            apps: apps_now,
-                        });
-                    }
-                }
-            }
-            // Calibration: the planner learns what frames cost in the runtime.
-            if t >= next_calibration {
-                next_calibration += 5.0;
-                for s in sys.iter_mut() {
-                    let Some(p) = s.planner.as_mut() else {
-                        continue;
-                    };
-                    let mut last = None;
-                    for (i, a) in apps.iter().enumerate() {
-                        let l = a.ladder.calibrated(&s.rt.cpu_per_frame(i));
-                        s.ladders[i] = l.clone();
-                        if let Some(plan) = p.update_profile(APPS[i], l, now)? {
-                            last = Some(plan);
-                        }
-                    }
-                    if let Some(plan) = last {
-                        s.apply(&plan)?;
-                    }
-                }
-            }
-            // Dwell-time reviews.
-            for s in sys.iter_mut() {
-                let due = s
-                    .planner
-                    .as_ref()
-                    .and_then(Planner::next_review)
-                    .is_some_and(|r| r <= now);
-                if due {
-                    if let Some(plan) = s.planner.as_mut().and_then(|p| p.review(now)) {
-                        s.apply(&plan)?;
-                    }
-                }
-            }
-            // Frames.
-            for (si, s) in sys.iter().enumerate() {
-                for (i, a) in apps.iter().enumerate() {
-                    if !running[i] || a.frames.is_empty() {
-                        continue;
-                    }
-                    let f = (tick + 97 * i) % a.frames.len();
-                    s.rt.push(i, (f, a.frames.inputs[f].clone()));
-                    offered[si][i] += 1;
-                }
-            }
-            // Memory of the running apps.
-            let dt = t - last_t;
-            last_t = t;
-            for s in sys.iter_mut() {
-                let m: u64 = s
-                    .slots
-                    .iter()
-                    .zip(&running)
-                    .filter(|(_, &r)| r)
-                    .map(|(sl, _)| sl.slot.memory_bytes())
-                    .sum();
-                s.mem_peak = s.mem_peak.max(m);
-                if m > schedule.memory_bytes {
-                    s.mem_over_s += dt;
-                }
-            }
-            tick += 1;
+            self.reviews(now)?;
+            self.push_frames();
+            self.account_memory(t);
+            self.tick += 1;
             next_tick += period;
             let now = Instant::now();
             if next_tick > now {
                 std::thread::sleep(next_tick - now);
             }
         }
+    }
+
+    /// Apps starting and stopping: enables them in every runtime and tells the planners.
+    fn apps_changed(&mut self, t: f64, now: Instant) -> Result<(), BenchError> {
+        let want = self.schedule.running_at(t);
+        if self.tick > 0 && want == self.running {
+            return Ok(());
+        }
+        for (i, (&w, &r)) in want.iter().zip(&self.running).enumerate() {
+            if w == r && self.tick > 0 {
+                continue;
+            }
+            for s in self.sys.iter_mut() {
+                s.rt.set_enabled(i, w)?;
+                if let Some(p) = s.planner.as_mut() {
+                    let plan = if w {
+                        p.task_started(APPS[i], now)?
+                    } else {
+                        p.task_stopped(APPS[i], now)?
+                    };
+                    if let Some(plan) = plan {
+                        s.apply(&plan)?;
+                    }
+                }
+            }
+        }
+        self.running = want;
+        for s in &self.sys {
+            if s.planner.is_none() {
+                s.share_equally(&self.running, self.device)?;
+            }
+        }
         Ok(())
-    })();
-    if let Some((_, mut c)) = load.take() {
-        let _ = c.kill();
-        let _ = c.wait();
     }
-    let run_s = t0.elapsed().as_secs_f64().min(schedule.run_s.max(last_t));
-    result?;
-    let mut out = Vec::with_capacity(sys.len());
-    for (si, s) in sys.into_iter().enumerate() {
-        let cpf = (0..apps.len()).map(|i| s.rt.cpu_per_frame(i)).collect();
-        let counters = s.rt.shutdown(false);
-        let acc = std::mem::take(&mut *s.acc.lock());
-        let mut lat = acc.latencies_ms;
-        lat.sort_by(f32::total_cmp);
-        out.push(SystemRun {
-            system: s.system,
-            run_s,
-            offered: offered[si].iter().sum(),
-            processed: acc.processed.iter().sum(),
-            correct: acc.correct.iter().sum(),
-            errors: counters.iter().map(|c| c.errors).sum(),
-            cpu_s: counters.iter().map(|c| c.cpu_time_s).sum(),
-            build_cpu_s: s.build_cpu_s,
-            switches: counters.iter().map(|c| c.switches).sum(),
-            plans: s.plans,
-            memory_peak_bytes: s.mem_peak,
-            memory_over_budget_s: s.mem_over_s,
-            latency_p50_ms: latency_quantile(&lat, 0.5),
-            latency_p99_ms: latency_quantile(&lat, 0.99),
-            apps: (0..apps.len())
-                .map(|i| AppRun {
-                    app: APPS[i].to_string(),
-                    offered: offered[si][i],
-                    processed: acc.processed[i],
-                    correct: acc.correct[i],
-                })
-                .collect(),
-            cpu_per_frame_s: cpf,
-            timeline: s.timeline,
+
+    /// Starts or ends the background load process as the schedule's spells say.
+    fn load_spell(
+        &mut self,
+        t: f64,
+        spawn_load: &mut dyn FnMut(f64) -> std::io::Result<Child>,
+    ) -> Result<(), BenchError> {
+        let spell = self
+            .schedule
+            .background
+            .iter()
+            .position(|s| s.from_s <= t && t < s.to_s);
+        if self.load.as_ref().map(|l| l.0) == spell {
+            return Ok(());
+        }
+        if let Some((_, mut c)) = self.load.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(k) = spell {
+            let child =
+                spawn_load(self.schedule.background[k].cores).map_err(|e| BenchError::Data {
+                    what: format!("cannot start the background load: {e}"),
+                })?;
+            self.load = Some((k, child));
+            self.load_mark = (0, Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Cores the background load process used since the last sample.
+    fn load_cores(&mut self) -> f64 {
+        let Some((_, c)) = &self.load else {
+            return 0.0;
+        };
+        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
+            .ok()
+            .and_then(|t| parse_pid_stat_ticks(&t).ok());
+        let at = Instant::now();
+        let dt = at.duration_since(self.load_mark.1).as_secs_f64();
+        match ticks {
+            Some(k) if dt > 0.0 => {
+                let cores = k.saturating_sub(self.load_mark.0) as f64 / self.clk_tck / dt;
+                self.load_mark = (k, at);
+                cores
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The monitor: the device loses the fraction of this machine the load uses; every
+    /// planner gets the budget (the status quo re-shares equally), and every system's state
+    /// goes into its timeline.
+    fn monitor_tick(&mut self, t: f64, now: Instant) -> Result<(), BenchError> {
+        let load_cores = self.load_cores();
+        let Some(r) = self.monitor.read()? else {
+            return Ok(());
+        };
+        let b = budget_from_reading(&r, &monitor_headroom());
+        let frac = if r.cores_online > 0.0 {
+            (1.0 - load_cores / r.cores_online).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        self.device = self.schedule.compute_cores * frac;
+        self.budget_trace.push(BudgetSample {
+            t_s: t,
+            available_cores: f64::from(b.cpu_cores_available),
+            online_cores: r.cores_online,
+            load_cores,
+            device_cores: self.device,
+            script_background_cores: self.schedule.background_at(t),
         });
+        let budget = Budget::new(self.device, self.schedule.memory_bytes);
+        for s in self.sys.iter_mut() {
+            match s.planner.as_mut() {
+                Some(p) => {
+                    if let Some(plan) = p.update_budget(&budget, now)? {
+                        s.apply(&plan)?;
+                    }
+                }
+                None => s.share_equally(&self.running, self.device)?,
+            }
+            let apps_now = (0..self.apps.len())
+                .map(|i| {
+                    let c = s.rt.counters(i).unwrap_or_default();
+                    AppState {
+                        running: self.running[i] && c.share > 0.0,
+                        descendant: c.descendant,
+                        share: c.share,
+                    }
+                })
+                .collect();
+            s.timeline.push(TimelinePoint {
+                t_s: t,
+                apps: apps_now,
+            });
+        }
+        Ok(())
     }
-    Ok(RunOutcome {
-        schedule: schedule.clone(),
-        budget: budget_trace,
-        loadavg: (start_load, loadavg()),
-        systems: out,
-    })
+
+    /// Calibration: each planner learns what frames cost in its runtime.
+    fn calibrate(&mut self, now: Instant) -> Result<(), BenchError> {
+        for s in self.sys.iter_mut() {
+            let Some(p) = s.planner.as_mut() else {
+                continue;
+            };
+            let mut last = None;
+            for (i, a) in self.apps.iter().enumerate() {
+                let l = a.ladder.calibrated(&s.rt.cpu_per_frame(i));
+                s.ladders[i] = l.clone();
+                if let Some(plan) = p.update_profile(APPS[i], l, now)? {
+                    last = Some(plan);
+                }
+            }
+            if let Some(plan) = last {
+                s.apply(&plan)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Dwell-time reviews that are due.
+    fn reviews(&mut self, now: Instant) -> Result<(), BenchError> {
+        for s in self.sys.iter_mut() {
+            let due = s
+                .planner
+                .as_ref()
+                .and_then(Planner::next_review)
+                .is_some_and(|r| r <= now);
+            if due {
+                if let Some(plan) = s.planner.as_mut().and_then(|p| p.review(now)) {
+                    s.apply(&plan)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame per running app to every system (the same frame to each).
+    fn push_frames(&mut self) {
+        for (si, s) in self.sys.iter().enumerate() {
+            for (i, a) in self.apps.iter().enumerate() {
+                if !self.running[i] || a.frames.is_empty() {
+                    continue;
+                }
+                let f = (self.tick + 97 * i) % a.frames.len();
+                s.rt.push(i, (f, a.frames.inputs[f].clone()));
+                self.offered[si][i] += 1;
+            }
+        }
+    }
+
+    /// Memory of the running apps' slots: the peak and the time over the budget.
+    fn account_memory(&mut self, t: f64) {
+        let dt = t - self.last_t;
+        self.last_t = t;
+        for s in self.sys.iter_mut() {
+            let m: u64 = s
+                .slots
+                .iter()
+                .zip(&self.running)
+                .filter(|(_, &r)| r)
+                .map(|(sl, _)| sl.slot.memory_bytes())
+                .sum();
+            s.mem_peak = s.mem_peak.max(m);
+            if m > self.schedule.memory_bytes {
+                s.mem_over_s += dt;
+            }
+        }
+    }
 }
 
 fn monitor_headroom() -> Headroom {
