@@ -1,11 +1,11 @@
 //! Parameter files: fuzz bytes as a ROS 2 params YAML file, read the way `nestdnn_node` does
-//! (`rosargs::Params::load` for the extra files, `NodeConfig::load` for the node's file, the
-//! one's values applied as the other's overrides). The file sits in `<scratch>/params/` next
+//! (`config::Params::from_ros_args` with its typed getters, `NodeConfig::from_params` on the
+//! result, and `NodeConfig::load` with the values applied as overrides). The file sits in `<scratch>/params/` next
 //! to a link to the repository's `models/`, so the seeds' relative model paths resolve and
 //! validation gets past them. Oracle: no panic.
 
-use nestdnn::config::{NodeConfig, NodeName};
-use nestdnn::rosargs::{NameContext, Params, RosArgs};
+use nestdnn::config::{NodeConfig, NodeName, Params};
+use nestdnn::rosargs::RosArgs;
 
 fn main() {
     let file = nestdnn_fuzz::scratch("params/params.yaml");
@@ -16,7 +16,6 @@ fn main() {
     std::fs::create_dir_all(file.parent().unwrap()).expect("scratch params folder");
     let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
     let _ = std::os::unix::fs::symlink(models, root.join("models"));
-    let ctx = NameContext::new("nestdnn_node", "/").expect("valid node name");
     let node = NodeName::new("/", "nestdnn_node");
     afl::fuzz_nohook!(|data: &[u8]| {
         std::fs::write(&file, data).expect("write scratch file");
@@ -24,15 +23,17 @@ fn main() {
             params_files: vec![file.clone()],
             ..RosArgs::default()
         };
-        let overrides: Vec<(String, serde_yaml::Value)> = match Params::load(&args, &ctx) {
+        let overrides: Vec<(String, serde_yaml::Value)> = match Params::from_ros_args(&args, &node)
+        {
             Ok(p) => {
-                let _ = p.f64("scheduler.alpha", 0.0);
-                let _ = p.u64("memory_budget_bytes", 0);
+                let _ = p.f64("scheduler.alpha", 0.0, 0.0, 100.0, false);
+                let _ = p.int("memory_budget_bytes", 0, 0, i64::MAX);
                 let _ = p.bool("use_sim_time", false);
                 let _ = p.string("transport", "");
                 let _ = p.strings("tasks", &[]);
-                p.names()
-                    .filter_map(|n| p.get(n).map(|v| (n.to_string(), v.clone())))
+                let _ = NodeConfig::from_params(&p);
+                p.iter()
+                    .map(|(n, v, _)| (n.to_string(), v.clone()))
                     .collect()
             }
             Err(e) => {

@@ -3,8 +3,8 @@
 //! as YAML, and the overrides applied to a parameter set and validated). Params files named
 //! on the fuzzed command line are not opened. Oracle: no panic.
 
-use nestdnn::config::{NodeConfig, Params as ConfigParams};
-use nestdnn::rosargs::{self, Params, RosArgs};
+use nestdnn::config::{NodeConfig, NodeName, Params};
+use nestdnn::rosargs::{self, RosArgs};
 
 fn main() {
     afl::fuzz_nohook!(|data: &[u8]| {
@@ -35,15 +35,15 @@ fn main() {
                 let _ = rosargs::split_topic(&t);
             }
         }
-        let mut cp = ConfigParams::empty();
+        let mut cp = Params::empty();
         for (k, v) in args.params_for(&ctx.node) {
             let _ = cp.set_from_str(k, v);
         }
         let _ = NodeConfig::from_params(&cp);
-        if let Ok(p) = Params::load(&args, &ctx) {
-            for n in p.names().map(str::to_string).collect::<Vec<_>>() {
-                let _ = p.f64(&n, 0.0);
-                let _ = p.u64(&n, 0);
+        if let Ok(p) = Params::from_ros_args(&args, &NodeName::from(&ctx)) {
+            for n in p.iter().map(|(n, _, _)| n.to_string()).collect::<Vec<_>>() {
+                let _ = p.f64(&n, 0.0, f64::MIN, f64::MAX, false);
+                let _ = p.int(&n, 0, i64::MIN, i64::MAX);
                 let _ = p.strings(&n, &[]);
             }
         }
