@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from . import composite
 from .errors import PipelineError
-from .train import augment, normalise, seed_for
+from .train import accuracy, augment, normalise, seed_for
 
 VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 DEFAULT_WIDTHS = (0.0625, 0.125, 0.2, 0.25)
@@ -153,14 +153,9 @@ def _save_ckpt(path: Path, state: dict):
 
 
 # ----------------------------------------------------------------------------- training
-@torch.no_grad()
-def evaluate(net, x_u8: torch.Tensor, y: torch.Tensor, mean, std, batch: int = 500) -> float:
-    net.eval()
-    correct = 0
-    for i in range(0, len(x_u8), batch):
-        out = net(normalise(x_u8[i:i + batch], mean, std))
-        correct += int((out.argmax(1) == y[i:i + batch]).sum())
-    return 100.0 * correct / max(1, len(x_u8))
+def evaluate(net, x_u8: torch.Tensor, y: torch.Tensor, mean, std) -> float:
+    """Top-1 in percent (the pipeline's `train.accuracy` on these tensors)."""
+    return 100.0 * accuracy(net, x_u8.numpy(), y.numpy(), mean, std)
 
 
 def _lr_at(step: int, total: int, lr: float) -> float:

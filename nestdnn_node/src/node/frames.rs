@@ -102,23 +102,29 @@ impl App {
         self.inner.submit(task, Payload::Compressed(msg));
     }
 
-    /// The subscription callback of task `task`'s raw camera: each image to
-    /// [`App::on_image`], each undecodable sample to [`App::on_bad_sample`].
-    pub fn image_callback(self: &Arc<Self>, task: usize) -> OnMessage<Image> {
+    /// A subscription callback: each decoded message to `on`, each undecodable sample to
+    /// [`App::on_bad_sample`] under `what` (counted, logged throttled). Every subscription of
+    /// the node adapter is made with it.
+    pub fn callback<M: 'static>(
+        self: &Arc<Self>,
+        what: &'static str,
+        on: impl Fn(&App, M) + Send + 'static,
+    ) -> OnMessage<M> {
         let app = self.clone();
         Box::new(move |r| match r {
-            Ok(m) => app.on_image(task, m),
-            Err(e) => app.on_bad_sample("image", &e),
+            Ok(m) => on(&app, m),
+            Err(e) => app.on_bad_sample(what, &e),
         })
     }
 
-    /// As [`App::image_callback`] for a compressed camera.
+    /// The subscription callback of task `task`'s raw camera ([`App::on_image`]).
+    pub fn image_callback(self: &Arc<Self>, task: usize) -> OnMessage<Image> {
+        self.callback("image", move |a, m| a.on_image(task, m))
+    }
+
+    /// As [`App::image_callback`] for a compressed camera ([`App::on_compressed`]).
     pub fn compressed_callback(self: &Arc<Self>, task: usize) -> OnMessage<CompressedImage> {
-        let app = self.clone();
-        Box::new(move |r| match r {
-            Ok(m) => app.on_compressed(task, m),
-            Err(e) => app.on_bad_sample("compressed image", &e),
-        })
+        self.callback("compressed image", move |a, m| a.on_compressed(task, m))
     }
 
     /// The transport noticed `n` frames of task `task` lost before delivery (sequence gaps of

@@ -10,9 +10,9 @@ use super::frames::TopicOutputs;
 use super::Shutdown;
 use crate::config::{NodeConfig, Transport};
 use crate::interface::{BUDGET, CLOCK, PRIORITY};
-use crate::msgs::{Clock, ResourceBudget, RosMessage, TaskPriority};
+use crate::msgs::{Clock, ResourceBudget, TaskPriority};
 use crate::rosargs::NameContext;
-use crate::transport::{OnMessage, RosNode, Stream, TransportError};
+use crate::transport::{RosNode, Stream, TransportError};
 
 /// The name to subscribe for a task's camera: the configured topic for a raw task; for a
 /// compressed task `image_transport`'s subtopic of the (resolved and remapped) base topic,
@@ -25,25 +25,11 @@ pub fn camera_topic(names: &NameContext, t: &TaskSetup) -> Result<String, Transp
     })
 }
 
-/// A callback that hands each decoded message to `on` and each undecodable sample to
-/// [`App::on_bad_sample`] (counted, logged throttled).
-fn deliver<M: RosMessage + 'static>(
-    app: &Arc<App>,
-    what: &'static str,
-    on: impl Fn(&App, M) + Send + 'static,
-) -> OnMessage<M> {
-    let app = app.clone();
-    Box::new(move |r| match r {
-        Ok(m) => on(&app, m),
-        Err(e) => app.on_bad_sample(what, &e),
-    })
-}
-
 /// Subscribes the node core to its inputs: every task's camera (raw or compressed), the
 /// budget and priority topics, and `/clock` with `use_sim_time`.
 fn subscribe<N: RosNode>(node: &mut N, app: &Arc<App>) -> Result<(), TransportError> {
     if app.uses_sim_time() {
-        let on = deliver(app, "clock", |a, m: Clock| a.on_clock(&m));
+        let on = app.callback("clock", |a, m: Clock| a.on_clock(&m));
         node.subscribe(CLOCK.name, CLOCK.qos, Stream::Control, on, None)?;
     }
     for (i, t) in app.tasks().into_iter().enumerate() {
@@ -72,9 +58,9 @@ fn subscribe<N: RosNode>(node: &mut N, app: &Arc<App>) -> Result<(), TransportEr
             t.qos.reliability
         );
     }
-    let on = deliver(app, "budget", |a, m: ResourceBudget| a.on_budget(&m));
+    let on = app.callback("budget", |a, m: ResourceBudget| a.on_budget(&m));
     node.subscribe(BUDGET.name, BUDGET.qos, Stream::Control, on, None)?;
-    let on = deliver(app, "priority", |a, m: TaskPriority| a.on_priority(&m));
+    let on = app.callback("priority", |a, m: TaskPriority| a.on_priority(&m));
     node.subscribe(PRIORITY.name, PRIORITY.qos, Stream::Control, on, None)?;
     Ok(())
 }
