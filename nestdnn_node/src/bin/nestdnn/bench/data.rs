@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nestdnn::bag::{BagMessage, BagReader};
-use nestdnn::model::MultiCapacityModel;
+use nestdnn::model::{DescendantPlan, MultiCapacityModel};
 use nestdnn::node::frames::top1;
 use nestdnn::preprocess::{Preprocessor, RawImage, Roi};
 use nestdnn::runtime::thread_cpu_time;
@@ -203,8 +203,8 @@ pub fn load_frames(
     Ok(out)
 }
 
-/// Every descendant of one app over every frame: which predictions are right, and the
-/// median thread CPU time of one frame in a hot loop.
+/// Every descendant of one app, and its vanilla model, over every frame: which predictions
+/// are right, and the median thread CPU time of one frame in a hot loop.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Offline {
     /// App name.
@@ -219,47 +219,75 @@ pub struct Offline {
     /// Bytes each descendant's plan holds, as [`nestdnn::model::DescendantPlan::plan_bytes`]
     /// reports in this process (measured when the counting allocator is installed).
     pub plan_bytes: Vec<u64>,
+    /// The status quo's models (index = status-quo level; 0 = the vanilla model), the same
+    /// figures.
+    pub status_quo: Vec<OfflineModel>,
 }
 
-/// Runs every descendant of `model` over `frames` (real tract inference, one thread).
+/// One model over every frame.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OfflineModel {
+    /// `correct[f]`: the model classifies frame f right.
+    #[serde(skip)]
+    pub correct: Vec<bool>,
+    /// Top-1 over the frames.
+    pub accuracy: f64,
+    /// Median thread CPU seconds per frame (hot loop).
+    pub cpu_s: f64,
+    /// Bytes the plan holds.
+    pub plan_bytes: u64,
+}
+
+/// One plan over every frame (real tract inference, this thread).
+fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineModel, BenchError> {
+    let mut st = plan.spawn()?;
+    // Warm up on a few frames.
+    for x in frames.inputs.iter().take(10) {
+        st.run(x)?;
+    }
+    let mut ok = Vec::with_capacity(frames.len());
+    let mut times = Vec::with_capacity(frames.len());
+    for (x, &k) in frames.inputs.iter().zip(frames.labels.iter()) {
+        let c0 = thread_cpu_time();
+        let y = st.run(x)?;
+        if let (Some(a), Some(b)) = (c0, thread_cpu_time()) {
+            times.push(b.saturating_sub(a).as_secs_f64());
+        }
+        // The class the node would publish (its top-1).
+        ok.push(top1(&y).map(|(c, _)| c) == Some(k));
+    }
+    times.sort_by(f64::total_cmp);
+    let n = ok.len().max(1);
+    Ok(OfflineModel {
+        accuracy: ok.iter().filter(|&&b| b).count() as f64 / n as f64,
+        cpu_s: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+        plan_bytes: plan.plan_bytes(),
+        correct: ok,
+    })
+}
+
+/// Runs every descendant of `model`, and its vanilla model, over `frames` (real tract
+/// inference, one thread).
 ///
 /// # Errors
 /// [`BenchError::Model`] when a plan cannot be built or run.
 pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Offline, BenchError> {
-    let mut correct = Vec::new();
-    let mut accuracy = Vec::new();
-    let mut cpu_s = Vec::new();
-    let mut plan_bytes = Vec::new();
-    for d in 0..model.num_descendants() {
-        let plan = model.build_plan(d)?;
-        plan_bytes.push(plan.plan_bytes());
-        let mut st = plan.spawn()?;
-        // Warm up on a few frames.
-        for x in frames.inputs.iter().take(10) {
-            st.run(x)?;
-        }
-        let mut ok = Vec::with_capacity(frames.len());
-        let mut times = Vec::with_capacity(frames.len());
-        for (x, &k) in frames.inputs.iter().zip(frames.labels.iter()) {
-            let c0 = thread_cpu_time();
-            let y = st.run(x)?;
-            if let (Some(a), Some(b)) = (c0, thread_cpu_time()) {
-                times.push(b.saturating_sub(a).as_secs_f64());
-            }
-            // The class the node would publish (its top-1).
-            ok.push(top1(&y).map(|(c, _)| c) == Some(k));
-        }
-        times.sort_by(f64::total_cmp);
-        let n = ok.len().max(1);
-        accuracy.push(ok.iter().filter(|&&b| b).count() as f64 / n as f64);
-        cpu_s.push(times.get(times.len() / 2).copied().unwrap_or(f64::NAN));
-        correct.push(ok);
-    }
-    Ok(Offline {
+    let mut out = Offline {
         app: frames.app.clone(),
-        correct,
-        accuracy,
-        cpu_s,
-        plan_bytes,
-    })
+        correct: Vec::new(),
+        accuracy: Vec::new(),
+        cpu_s: Vec::new(),
+        plan_bytes: Vec::new(),
+        status_quo: Vec::new(),
+    };
+    for d in 0..model.num_descendants() {
+        let m = pass(&model.build_plan(d)?, frames)?;
+        out.plan_bytes.push(m.plan_bytes);
+        out.accuracy.push(m.accuracy);
+        out.cpu_s.push(m.cpu_s);
+        out.correct.push(m.correct);
+    }
+    out.status_quo
+        .push(pass(&model.build_vanilla_plan()?, frames)?);
+    Ok(out)
 }

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use nestdnn::model::{ModelError, ModelSlot, MultiCapacityModel, PlanState, SwitchPolicy};
+use nestdnn::model::{ModelError, MultiCapacityModel};
 use nestdnn::monitor::{
     budget_from_reading, parse_pid_stat_ticks, Headroom, Monitor, MonitorSettings,
 };
-use nestdnn::node::frames::top1;
-use nestdnn::runtime::{Completed, InferenceModel, Runtime, RuntimeOptions, Served, TaskSetup};
+use nestdnn::runtime::{Completed, Runtime, RuntimeOptions, TaskSetup};
 use nestdnn::scheduler::{Budget, Ladder, Objective, Plan, Planner, TaskStatus};
 
 use super::data::AppFrames;
+use super::tenant::{water_fill, Loads, Residency, Tenant};
 use super::workload::{
     planner, RunSchedule, ALPHAS, APPS, CAMERA_HZ, MONITOR_PERIOD_S, STATUS_QUO_LEVELS, TARGET_FPS,
 };
@@ -27,9 +27,13 @@ use super::BenchError;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum System {
-    /// The resource-agnostic status quo at a fixed descendant level, equal shares.
+    /// The resource-agnostic status quo: every app runs one fixed model chosen up front
+    /// (level 0: its vanilla model), loaded when the app starts, evicted least recently used
+    /// first when the loaded models exceed the memory budget; the OS shares the device's
+    /// cores work-conservingly ([`super::tenant`]).
     StatusQuo {
-        /// Descendant index every app runs.
+        /// Index into the app's status-quo models (0 = the vanilla model, the only one the
+        /// committed apps ship).
         level: usize,
     },
     /// The NestDNN planner.
@@ -61,6 +65,7 @@ impl System {
     /// A short label, e.g. `status_quo L6` or `min_total_cost a=0.1`.
     pub fn label(&self) -> String {
         match self {
+            System::StatusQuo { level: 0 } => "status_quo vanilla".to_string(),
             System::StatusQuo { level } => format!("status_quo L{level}"),
             System::Nestdnn { objective, alpha } => format!("{objective} a={alpha}"),
         }
@@ -90,44 +95,9 @@ pub struct App {
     pub frames: AppFrames,
     /// The ladder the planner starts from.
     pub ladder: Ladder,
-}
-
-/// A [`ModelSlot`] whose inputs carry their frame index and whose output says whether the
-/// prediction (arg-max of the logits) matches the ground truth.
-pub struct Labelled {
-    slot: ModelSlot,
-    labels: Arc<Vec<usize>>,
-}
-
-impl InferenceModel for Labelled {
-    type Input = (usize, Vec<f32>);
-    type Output = bool;
-    type Error = ModelError;
-    type State = Option<PlanState>;
-
-    fn new_state(&self) -> Result<Self::State, ModelError> {
-        self.slot.new_state()
-    }
-
-    fn run(
-        &self,
-        state: &mut Self::State,
-        (frame, input): (usize, Vec<f32>),
-    ) -> Result<Served<bool>, ModelError> {
-        let (descendant, logits) = self.slot.run(state, &input)?;
-        Ok(Served {
-            descendant,
-            output: self.labels.get(frame) == top1(&logits).map(|(c, _)| c).as_ref(),
-        })
-    }
-
-    fn request_descendant(&self, index: usize) -> Result<(), ModelError> {
-        self.slot.request(index)
-    }
-
-    fn num_descendants(&self) -> usize {
-        self.slot.num_descendants()
-    }
+    /// CPU seconds one frame of the status quo's model takes (hot loop, offline): the demand
+    /// the OS's work-conserving share sees before the run measures it.
+    pub status_quo_cpu_s: f64,
 }
 
 /// One monitor sample of a run.
@@ -201,6 +171,8 @@ pub struct SystemRun {
     pub cpu_s: f64,
     /// Estimated CPU time of on-demand plan builds (planned switches x build time), seconds.
     pub build_cpu_s: f64,
+    /// Model loads (app starts; status quo: reloads after evictions), measured.
+    pub loads: Loads,
     /// Changes of the descendant serving consecutive frames of a task.
     pub switches: u64,
     /// Plans the planner made (0 for the status quo).
@@ -264,8 +236,10 @@ struct Acc {
 
 struct Sys {
     system: System,
-    rt: Runtime<Labelled>,
-    slots: Vec<Arc<Labelled>>,
+    rt: Runtime<Tenant>,
+    slots: Vec<Arc<Tenant>>,
+    residency: Option<Arc<Mutex<Residency>>>,
+    status_quo_cpu_s: Vec<f64>,
     planner: Option<Planner>,
     acc: Arc<Mutex<Acc>>,
     last_desc: Vec<Option<usize>>,
@@ -295,11 +269,28 @@ impl Sys {
         Ok(())
     }
 
-    fn share_equally(&self, running: &[bool; 4], device: f64) -> Result<(), BenchError> {
-        let n = running.iter().filter(|&&r| r).count().max(1) as f64;
-        for (i, &r) in running.iter().enumerate() {
-            self.rt
-                .set_share(i, if r { (device / n).min(1.0) } else { 0.0 })?;
+    /// The status quo's shares: the OS's work-conserving split of the device's cores
+    /// ([`water_fill`]) by each running app's demand at the camera rate (its CPU per frame
+    /// as measured in this run so far, the offline figure before the first frame).
+    fn share_work_conserving(&self, running: &[bool; 4], device: f64) -> Result<(), BenchError> {
+        let demand: Vec<Option<f64>> = running
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| {
+                r.then(|| {
+                    let cpf = self
+                        .rt
+                        .cpu_per_frame(i)
+                        .first()
+                        .copied()
+                        .flatten()
+                        .unwrap_or(self.status_quo_cpu_s[i]);
+                    cpf * CAMERA_HZ
+                })
+            })
+            .collect();
+        for (i, s) in water_fill(&demand, device).into_iter().enumerate() {
+            self.rt.set_share(i, s)?;
         }
         Ok(())
     }
@@ -415,16 +406,21 @@ impl Sys {
         budget0: Budget,
         epoch: Instant,
     ) -> Result<Sys, BenchError> {
-        let initial = match system {
-            System::StatusQuo { level } => level,
-            System::Nestdnn { .. } => 0,
+        let residency = match system {
+            System::StatusQuo { .. } => Some(Arc::new(Mutex::new(Residency::new(
+                apps.len(),
+                budget0.memory_bytes,
+            )))),
+            System::Nestdnn { .. } => None,
         };
         let mut slots = Vec::with_capacity(apps.len());
         let mut setups = Vec::with_capacity(apps.len());
-        for a in apps {
-            let slot = Arc::new(Labelled {
-                slot: ModelSlot::new(a.model.clone(), SwitchPolicy::OnDemand, initial)?,
-                labels: a.frames.labels.clone(),
+        for (i, a) in apps.iter().enumerate() {
+            let model: Arc<MultiCapacityModel> = a.model.clone();
+            let labels = a.frames.labels.clone();
+            let slot = Arc::new(match &residency {
+                Some(r) => Tenant::fixed(i, model, labels, r.clone()),
+                None => Tenant::nested(i, model, labels, 0),
             });
             setups.push(TaskSetup {
                 name: a.frames.app.clone(),
@@ -466,6 +462,8 @@ impl Sys {
             system,
             rt,
             slots,
+            residency,
+            status_quo_cpu_s: apps.iter().map(|a| a.status_quo_cpu_s).collect(),
             planner,
             acc,
             last_desc: vec![None; apps.len()],
@@ -482,10 +480,28 @@ impl Sys {
         Ok(s)
     }
 
+    /// The loads of every app (the residency's for the status quo).
+    fn loads(&self) -> Loads {
+        if let Some(r) = &self.residency {
+            return r.lock().loads();
+        }
+        let mut sum = Loads::default();
+        for l in self.slots.iter().filter_map(|t| t.loads()) {
+            sum.loads += l.loads;
+            sum.reloads += l.reloads;
+            sum.evictions += l.evictions;
+            sum.load_cpu_s += l.load_cpu_s;
+            sum.reload_cpu_s += l.reload_cpu_s;
+            sum.load_wall_s += l.load_wall_s;
+        }
+        sum
+    }
+
     /// Stops the runtime and sums up the run (`offered`: frames offered per app).
     fn finish(self, run_s: f64, offered: &[u64]) -> SystemRun {
         let n = offered.len();
         let cpf = (0..n).map(|i| self.rt.cpu_per_frame(i)).collect();
+        let loads = self.loads();
         let counters = self.rt.shutdown(false);
         let acc = std::mem::take(&mut *self.acc.lock());
         let mut lat = acc.latencies_ms;
@@ -499,6 +515,7 @@ impl Sys {
             errors: counters.iter().map(|c| c.errors).sum(),
             cpu_s: counters.iter().map(|c| c.cpu_time_s).sum(),
             build_cpu_s: self.build_cpu_s,
+            loads,
             switches: counters.iter().map(|c| c.switches).sum(),
             plans: self.plans,
             memory_peak_bytes: self.mem_peak,
@@ -593,6 +610,11 @@ impl Live<'_> {
             }
             for s in self.sys.iter_mut() {
                 s.rt.set_enabled(i, w)?;
+                if !w {
+                    if let Some(t) = s.slots.get(i) {
+                        t.stop();
+                    }
+                }
                 if let Some(p) = s.planner.as_mut() {
                     let plan = if w {
                         p.task_started(APPS[i], now)?
@@ -608,7 +630,7 @@ impl Live<'_> {
         self.running = want;
         for s in &self.sys {
             if s.planner.is_none() {
-                s.share_equally(&self.running, self.device)?;
+                s.share_work_conserving(&self.running, self.device)?;
             }
         }
         Ok(())
@@ -694,7 +716,7 @@ impl Live<'_> {
                         s.apply(&plan)?;
                     }
                 }
-                None => s.share_equally(&self.running, self.device)?,
+                None => s.share_work_conserving(&self.running, self.device)?,
             }
             let apps_now = (0..self.apps.len())
                 .map(|i| {
@@ -776,7 +798,7 @@ impl Live<'_> {
                 .iter()
                 .zip(&self.running)
                 .filter(|(_, &r)| r)
-                .map(|(sl, _)| sl.slot.memory_bytes())
+                .map(|(t, _)| t.memory_bytes())
                 .sum();
             s.mem_peak = s.mem_peak.max(m);
             if m > self.schedule.memory_bytes {

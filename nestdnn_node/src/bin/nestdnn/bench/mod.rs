@@ -8,6 +8,8 @@
 //! - [`data`]: the labelled frames of the bundled recording and the offline pass of every
 //!   descendant over them.
 //! - [`load`]: the background load process.
+//! - [`tenant`]: what a system runs for one app, with real model loads (and the status
+//!   quo's least-recently-used eviction under the memory budget).
 //! - [`harness`]: real runs of every system at once on the task runtime.
 //! - [`curves`]: accuracy-vs-frame-rate curves and the gains.
 //! - [`simulate`]: the same runs in virtual time ([`nestdnn::sim`]), to validate the
@@ -22,6 +24,7 @@ pub mod load;
 pub mod plots;
 pub mod report;
 pub mod simulate;
+pub mod tenant;
 pub mod workload;
 
 #[cfg(test)]
@@ -245,12 +248,15 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             "cpu_ms_per_frame_hot": off.cpu_s.iter().map(|c| c * 1e3).collect::<Vec<_>>(),
             "plan_bytes": off.plan_bytes,
             "master_bytes": model.master_bytes(),
+            "status_quo": off.status_quo,
         }));
+        let status_quo_cpu_s = off.status_quo.first().map_or(f64::NAN, |m| m.cpu_s);
         offline_runs.push(off);
         apps.push(App {
             model: model.clone(),
             frames: fr,
             ladder,
+            status_quo_cpu_s,
         });
     }
     let exe = std::env::current_exe().context("locating this executable")?;
@@ -294,6 +300,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     let mut pairs = Vec::new();
     for out in &runs {
         let latency = observed_latencies(&apps, &offline_runs, out);
+        let sq_latency = status_quo_latencies(&offline_runs, out);
         let ladders: Vec<Ladder> = apps
             .iter()
             .zip(&latency)
@@ -308,6 +315,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
                 &out.schedule,
                 &out.budget,
                 &latency,
+                &sq_latency,
                 &ladders,
                 &offline_runs,
             )?;
@@ -337,6 +345,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             "online_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         },
         "offline": offline,
+        "ladder_span": report::ladder_span(&offline_runs, &runs),
         "wall_s": wall.elapsed().as_secs_f64(),
     });
     let mut rep = report::build(&setting, &runs, extra);
@@ -426,6 +435,7 @@ fn observed_latencies(apps: &[App], offline: &[Offline], out: &RunOutcome) -> Ve
                 let v: Vec<f64> = out
                     .systems
                     .iter()
+                    .filter(|s| !matches!(s.system, System::StatusQuo { .. }))
                     .filter_map(|s| s.cpu_per_frame_s.get(i)?.get(d).copied().flatten())
                     .filter(|x| x.is_finite() && *x > 0.0)
                     .collect();
@@ -446,6 +456,36 @@ fn observed_latencies(apps: &[App], offline: &[Offline], out: &RunOutcome) -> Ve
                     obs[d].unwrap_or_else(|| {
                         hot.get(d).copied().unwrap_or(a.ladder.rungs()[d].latency_s) * ratio
                     })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Per app and status-quo model, the CPU seconds one frame took in run `out` (mean over the
+/// status-quo systems that ran it, loads included as the runtime charged them); the offline
+/// hot-loop figure where none did.
+fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> {
+    offline
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            o.status_quo
+                .iter()
+                .enumerate()
+                .map(|(level, m)| {
+                    let v: Vec<f64> = out
+                        .systems
+                        .iter()
+                        .filter(|s| s.system == System::StatusQuo { level })
+                        .filter_map(|s| s.cpu_per_frame_s.get(i)?.first().copied().flatten())
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                        .collect();
+                    if v.is_empty() {
+                        m.cpu_s
+                    } else {
+                        v.iter().sum::<f64>() / v.len() as f64
+                    }
                 })
                 .collect()
         })

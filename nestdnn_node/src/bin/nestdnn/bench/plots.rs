@@ -14,7 +14,7 @@ use crate::plot::{legend_line, panel, text, Axis, Figure, MUTED, PALETTE};
 const FAMILIES: [(&str, &str, RGBColor); 3] = [
     (
         "status_quo",
-        "status quo (level)",
+        "status quo (model)",
         RGBColor(0x55, 0x55, 0x55),
     ),
     (
@@ -65,7 +65,9 @@ where
 }
 
 fn knob_label(family: &str, knob: f64) -> String {
-    if family == "status_quo" {
+    if family == "status_quo" && knob == 0.0 {
+        "vanilla".to_string()
+    } else if family == "status_quo" {
         format!("L{knob}")
     } else {
         format!("{knob}")
@@ -301,25 +303,47 @@ impl Figure for CapacityPlot<'_> {
             (8, 70),
         )?;
 
-        // Descendants per app: the status quo proper, then the NestDNN system.
+        // The status quo proper (one fixed model per app: its CPU share per app over time),
+        // then the NestDNN system (its descendant per app).
         let sq_label = System::StatusQuo {
             level: STATUS_QUO_LEVEL,
         }
         .label();
-        let levels = 7;
+        let levels = run
+            .systems
+            .iter()
+            .flat_map(|s| &s.cpu_per_frame_s)
+            .map(Vec::len)
+            .max()
+            .unwrap_or(1);
         let yd = Axis::levels(levels);
+        let ys = Axis::new(0.0, run.schedule.compute_cores.clamp(1e-3, 1.0) * 1.1, 5);
         for (k, label) in [sq_label.as_str(), self.nestdnn_label].iter().enumerate() {
             let (area, side) = row(k + 1);
-            let mut chart = panel(
-                &area,
-                &format!("{label}: descendant per app"),
-                &x,
-                &yd,
-                K_LEFT,
-                if k == 1 { K_AXIS } else { 0 },
-                xdesc,
-                &|v| format!("d{v:.0}"),
-            )?;
+            let shares = k == 0;
+            let mut chart = if shares {
+                panel(
+                    &area,
+                    &format!("{label}: CPU share per app (cores; the model never changes)"),
+                    &x,
+                    &ys,
+                    K_LEFT,
+                    0,
+                    xdesc,
+                    &|v| ys.label(v),
+                )?
+            } else {
+                panel(
+                    &area,
+                    &format!("{label}: descendant per app"),
+                    &x,
+                    &yd,
+                    K_LEFT,
+                    K_AXIS,
+                    xdesc,
+                    &|v| format!("d{v:.0}"),
+                )?
+            };
             for (a, app) in APPS.iter().enumerate() {
                 let color = PALETTE[a % PALETTE.len()];
                 legend_line(
@@ -337,7 +361,12 @@ impl Figure for CapacityPlot<'_> {
                 let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
                 for p in &sys.timeline {
                     match p.apps.get(a).copied() {
-                        Some(st) if st.running && st.descendant.is_some() => {
+                        Some(st) if shares && st.running => {
+                            if let Some(s) = segments.last_mut() {
+                                s.push((p.t_s, st.share));
+                            }
+                        }
+                        Some(st) if !shares && st.running && st.descendant.is_some() => {
                             let d = st.descendant.unwrap_or(0) as f64 + off;
                             if let Some(s) = segments.last_mut() {
                                 s.push((p.t_s, d));

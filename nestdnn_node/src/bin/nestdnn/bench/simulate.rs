@@ -13,6 +13,7 @@ use nestdnn::sim::{Assignment, SimEvent, SimOptions, Simulator};
 
 use super::data::Offline;
 use super::harness::{BudgetSample, System};
+use super::tenant::water_fill;
 use super::workload::{planner, RunSchedule, APPS, CAMERA_HZ, TARGET_FPS};
 use super::BenchError;
 
@@ -45,16 +46,24 @@ impl SimRun {
     }
 }
 
-fn equal(running: &[bool; 4], level: usize, device: f64) -> Vec<Assignment> {
-    let n = running.iter().filter(|&&r| r).count().max(1) as f64;
-    running
+/// The status quo's assignment: its one model per running app (descendant 0 of the
+/// simulator's one-model ladders) with the OS's work-conserving shares by demand at the camera
+/// rate.
+fn work_conserving(running: &[bool; 4], latency_s: &[Vec<f64>], device: f64) -> Vec<Assignment> {
+    let demand: Vec<Option<f64>> = running
         .iter()
-        .map(|&r| {
+        .enumerate()
+        .map(|(i, &r)| r.then(|| latency_s[i].first().copied().unwrap_or(0.0) * CAMERA_HZ))
+        .collect();
+    water_fill(&demand, device)
+        .into_iter()
+        .zip(running)
+        .map(|(share, &r)| {
             if r {
                 Assignment {
                     running: true,
-                    descendant: level,
-                    share: (device / n).min(1.0),
+                    descendant: 0,
+                    share,
                 }
             } else {
                 Assignment::PAUSED
@@ -65,7 +74,10 @@ fn equal(running: &[bool; 4], level: usize, device: f64) -> Vec<Assignment> {
 
 /// Simulates `system` on `schedule` with the monitor readings `budget` of a real run.
 /// `latency_s[app][d]`: CPU-seconds one frame takes (the sim's latency at one core);
-/// `ladders`: the planner's ladders; `offline[app].correct[d][frame]`: accuracy.
+/// `status_quo_latency_s[app][level]`: the same for the status quo's models;
+/// `ladders`: the planner's ladders; `offline[app].correct[d][frame]` (status quo:
+/// `offline[app].status_quo[level].correct[frame]`): accuracy. The simulation has no model
+/// loads: the status quo's reloads after evictions are not simulated.
 ///
 /// # Errors
 /// [`BenchError::Scheduler`] when the planner refuses an input.
@@ -74,11 +86,23 @@ pub fn simulate_run(
     schedule: &RunSchedule,
     budget: &[BudgetSample],
     latency_s: &[Vec<f64>],
+    status_quo_latency_s: &[Vec<f64>],
     ladders: &[Ladder],
     offline: &[Offline],
 ) -> Result<SimRun, BenchError> {
+    // The status quo runs one model per app: a one-rung simulator ladder.
+    let (latency_s, sq_level) = match system {
+        System::StatusQuo { level } => (
+            status_quo_latency_s
+                .iter()
+                .map(|l| vec![l.get(level).copied().unwrap_or(f64::NAN)])
+                .collect::<Vec<_>>(),
+            Some(level),
+        ),
+        System::Nestdnn { .. } => (latency_s.to_vec(), None),
+    };
     let mut sim = Simulator::with_options(
-        latency_s.to_vec(),
+        latency_s.clone(),
         SimOptions {
             target_fps: vec![TARGET_FPS; APPS.len()],
             ..SimOptions::default()
@@ -114,7 +138,10 @@ pub fn simulate_run(
                 out.processed += 1;
                 let ok = offline
                     .get(task)
-                    .and_then(|o| o.correct.get(descendant))
+                    .and_then(|o| match sq_level {
+                        Some(l) => o.status_quo.get(l).map(|m| &m.correct),
+                        None => o.correct.get(descendant),
+                    })
                     .and_then(|c| c.get(frame as usize))
                     .copied()
                     .unwrap_or(false);
@@ -151,8 +178,8 @@ pub fn simulate_run(
                 }
             }
             running = want;
-            if let System::StatusQuo { level } = system {
-                plan = Some(equal(&running, level, device));
+            if sq_level.is_some() {
+                plan = Some(work_conserving(&running, &latency_s, device));
             }
         }
         while budget.get(next_budget).is_some_and(|b| b.t_s <= t) {
@@ -165,8 +192,8 @@ pub fn simulate_run(
                         plan = Some(Assignment::from_plan(&r));
                     }
                 }
-                (None, System::StatusQuo { level }) => {
-                    plan = Some(equal(&running, level, device));
+                (None, System::StatusQuo { .. }) => {
+                    plan = Some(work_conserving(&running, &latency_s, device));
                 }
                 (None, _) => {}
             }
@@ -248,6 +275,7 @@ pub fn validation(pairs: Vec<(usize, String, f64, f64, f64, f64)>) -> Validation
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::data::OfflineModel;
     use crate::bench::workload::{schedule, QUICK};
     use nestdnn::scheduler::Rung;
 
@@ -274,6 +302,15 @@ mod tests {
             accuracy: vec![],
             cpu_s: vec![],
             plan_bytes: vec![],
+            // Status-quo level 0 is right on every frame, level 1 on 1 frame in 7.
+            status_quo: (0..2)
+                .map(|l| OfflineModel {
+                    correct: (0..70).map(|f| l == 0 || f % 7 == 0).collect(),
+                    accuracy: 0.0,
+                    cpu_s: 0.0,
+                    plan_bytes: 0,
+                })
+                .collect(),
         }
     }
 
@@ -294,19 +331,21 @@ mod tests {
             device_cores: 10.0,
             script_background_cores: 0.0,
         }];
-        let top = System::StatusQuo { level: 6 };
-        let a = simulate_run(top, &sched, &budget, &lat, &ladders, &off).unwrap();
-        let b = simulate_run(top, &sched, &budget, &lat, &ladders, &off).unwrap();
+        let sq_lat: Vec<Vec<f64>> = APPS.iter().map(|_| vec![0.0014, 0.0002]).collect();
+        let top = System::StatusQuo { level: 0 };
+        let a = simulate_run(top, &sched, &budget, &lat, &sq_lat, &ladders, &off).unwrap();
+        let b = simulate_run(top, &sched, &budget, &lat, &sq_lat, &ladders, &off).unwrap();
         assert_eq!(a, b);
-        // Ample cores: every offered frame runs (paced to 30 fps = the camera), level 6 is
+        // Ample cores: every offered frame runs (paced to 30 fps = the camera), level 0 is
         // right on every frame.
         assert!(a.processed as f64 >= 0.98 * a.offered as f64, "{a:?}");
         assert_eq!(a.correct, a.processed);
         let low = simulate_run(
-            System::StatusQuo { level: 0 },
+            System::StatusQuo { level: 1 },
             &sched,
             &budget,
             &lat,
+            &sq_lat,
             &ladders,
             &off,
         )
@@ -316,7 +355,7 @@ mod tests {
             objective: nestdnn::scheduler::Objective::MinTotalCost,
             alpha: 0.1,
         };
-        let n = simulate_run(nd, &sched, &budget, &lat, &ladders, &off).unwrap();
+        let n = simulate_run(nd, &sched, &budget, &lat, &sq_lat, &ladders, &off).unwrap();
         assert!(n.accuracy() > 0.95 && n.processed > 0, "{n:?}");
     }
 

@@ -6,15 +6,15 @@
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use super::data::{load_frames, offline_pass};
+use super::data::{load_frames, offline_pass, Offline};
 use super::harness::{run_real, App, System};
 use super::simulate::simulate_run;
 use super::workload::{AppEvent, LoadSpell, RunSchedule, APPS};
 use nestdnn::model::{models_dir, MultiCapacityModel};
 use nestdnn::scheduler::{Ladder, Objective, Rung};
 
-#[test]
-fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
+/// The committed apps with their frames, ladders (offline CPU) and offline passes.
+fn apps() -> (Vec<App>, Vec<Offline>) {
     let mdir = models_dir();
     let models: Vec<Arc<MultiCapacityModel>> = APPS
         .iter()
@@ -54,9 +54,23 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
             model: m.clone(),
             frames: f,
             ladder,
+            status_quo_cpu_s: off.status_quo[0].cpu_s,
         });
         offline.push(off);
     }
+    (apps, offline)
+}
+
+fn spawn_busy_loop(_cores: f64) -> std::io::Result<std::process::Child> {
+    Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .stdin(Stdio::null())
+        .spawn()
+}
+
+#[test]
+fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
+    let (apps, offline) = apps();
     let sched = RunSchedule {
         index: 0,
         seed: 0,
@@ -83,19 +97,13 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
         }],
     };
     let systems = [
-        System::StatusQuo { level: 6 },
+        System::StatusQuo { level: 0 },
         System::Nestdnn {
             objective: Objective::MinTotalCost,
             alpha: 0.1,
         },
     ];
-    let mut spawn = |_cores: f64| {
-        Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdin(Stdio::null())
-            .spawn()
-    };
-    let out = run_real(&apps, &sched, &systems, &mut spawn).unwrap();
+    let out = run_real(&apps, &sched, &systems, &mut spawn_busy_loop).unwrap();
     assert!(!out.budget.is_empty());
     for b in &out.budget {
         assert!(b.device_cores >= 0.0 && b.device_cores <= sched.compute_cores + 1e-12);
@@ -119,20 +127,34 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
         assert!(s.cpu_s > 0.0);
         assert_eq!(s.timeline.len(), out.budget.len());
         assert!(s.latency_p50_ms <= s.latency_p99_ms);
+        // Every app that started loaded its model from disk once, on its own thread.
+        assert_eq!(s.loads.loads, 4, "{label}: {:?}", s.loads);
+        assert!(
+            s.loads.load_cpu_s > 0.0 && s.loads.load_wall_s > 0.0,
+            "{label}"
+        );
+        // 64 MiB holds every model: nothing is evicted.
+        assert_eq!((s.loads.reloads, s.loads.evictions), (0, 0), "{label}");
+        assert_eq!(s.memory_over_budget_s, 0.0, "{label}");
     }
     assert_eq!(out.systems[0].switches, 0, "the status quo never switches");
     assert_eq!(out.systems[0].plans, 0);
     // Initial plan, three starts, one start and one stop at least.
     assert!(out.systems[1].plans >= 5, "{}", out.systems[1].plans);
-    // The largest descendants classify the held-out frames well.
+    // The vanilla models classify the held-out frames well.
     let sq = &out.systems[0];
     assert!(sq.accuracy() > 0.8, "{}", sq.accuracy());
 
     let lat: Vec<Vec<f64>> = offline.iter().map(|o| o.cpu_s.clone()).collect();
+    let sq_lat: Vec<Vec<f64>> = offline
+        .iter()
+        .map(|o| o.status_quo.iter().map(|m| m.cpu_s).collect())
+        .collect();
     let ladders: Vec<Ladder> = apps.iter().map(|a| a.ladder.clone()).collect();
     for &system in &systems {
-        let a = simulate_run(system, &sched, &out.budget, &lat, &ladders, &offline).unwrap();
-        let b = simulate_run(system, &sched, &out.budget, &lat, &ladders, &offline).unwrap();
+        let run = |s| simulate_run(s, &sched, &out.budget, &lat, &sq_lat, &ladders, &offline);
+        let a = run(system).unwrap();
+        let b = run(system).unwrap();
         assert_eq!(a, b);
         assert!(a.processed > 0 && a.processed <= a.offered && a.correct <= a.processed);
     }
@@ -148,4 +170,46 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
         "{svg}"
     );
     assert!(image::load_from_memory(&png).is_ok());
+}
+
+/// A memory budget that holds one vanilla model but not two: the status quo evicts the least
+/// recently used model on every other app's frame and reloads it on its own next frame,
+/// paying the load each time; NestDNN keeps to the budget with its planner instead.
+#[test]
+fn the_status_quo_evicts_the_least_recently_used_model_and_pays_for_reloads() {
+    let (apps, offline) = apps();
+    // Apps 0 and 1: a budget that holds the larger of their models, not both.
+    let (a, b) = (
+        offline[0].status_quo[0].plan_bytes,
+        offline[1].status_quo[0].plan_bytes,
+    );
+    assert!(a > 0 && b > 0);
+    let (largest, smallest) = (a.max(b), a.min(b));
+    let sched = RunSchedule {
+        index: 0,
+        seed: 0,
+        run_s: 2.0,
+        compute_cores: 1.0,
+        memory_bytes: largest + smallest / 2,
+        initial: vec![0, 1],
+        events: vec![],
+        background: vec![],
+    };
+    let out = run_real(
+        &apps,
+        &sched,
+        &[System::StatusQuo { level: 0 }],
+        &mut spawn_busy_loop,
+    )
+    .unwrap();
+    let sq = &out.systems[0];
+    assert!(sq.processed > 0 && sq.errors == 0, "{sq:?}");
+    // Two apps alternate frames at 30 Hz for 2 s: most frames find their model evicted.
+    assert!(sq.loads.evictions >= 10, "{:?}", sq.loads);
+    assert!(sq.loads.reloads >= 10, "{:?}", sq.loads);
+    assert_eq!(sq.loads.loads, sq.loads.reloads + 2, "{:?}", sq.loads);
+    assert!(sq.loads.reload_cpu_s > 0.0, "{:?}", sq.loads);
+    assert!(sq.loads.reload_cpu_s <= sq.loads.load_cpu_s);
+    // Only one model at a time is resident, so the budget holds.
+    assert!(sq.memory_peak_bytes <= sched.memory_bytes, "{sq:?}");
 }
