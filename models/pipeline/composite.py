@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -85,6 +86,11 @@ DESIGNS = {
                 distractor_source="fashion", distractor_partial=False, occlusion=(1, 2)),
     "C": Design("C", "control: the feasibility recipe (Fashion, 40-90 %)",
                 targets="fashion", scale=(0.40, 0.90)),
+    # One difficulty dial at a time between C and A (docs/pilots.md, "what to try next").
+    "D": Design("D", "C with 20 classes: items + digits, 40-90 %",
+                targets="both", scale=(0.40, 0.90)),
+    "E": Design("E", "C at mid distance: Fashion, 20-50 %",
+                targets="fashion", scale=(0.20, 0.50)),
 }
 
 
@@ -362,10 +368,75 @@ def generate(design: Design, split: str, n: int, seed: int = 0) -> Scenes:
     return s
 
 
+def class_names(design: Design) -> list:
+    """Folder-safe class names in label order, each prefixed with its two-digit label so that
+    sorting the folder names (what `pipeline.folder` does) keeps the label order."""
+    from .data import DIGIT_LABELS, FASHION_LABELS
+    fashion = [n.lower().replace("/", "-").replace(" ", "-") for n in FASHION_LABELS]
+    digits = [f"digit-{n}" for n in DIGIT_LABELS]
+    names = {"fashion": fashion, "digits": digits, "both": fashion + digits}[design.targets]
+    return [f"{i:02d}-{n}" for i, n in enumerate(names)]
+
+
+def export_folder(design: Design, out: Path, n_train: int, n_val: int, seed: int = 0,
+                  log=print) -> Path:
+    """Writes `design`'s scenes as an image folder (`out/train/<class>/*.png`, `out/val/...`,
+    `out/scenes.json`) for `models/forge`: training scenes from the training objects and
+    photos, validation scenes from the test objects and photos (never seen in training). Built
+    in a temporary sibling folder and renamed into place; an existing `out` is an error."""
+    import json
+    import os
+    import shutil
+    from PIL import Image
+    out = Path(out)
+    if out.exists():
+        raise PipelineError(f"{out} exists: choose a new folder (nothing is overwritten)")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    names = class_names(design)
+    try:
+        counts = {}
+        for split, n in (("train", n_train), ("val", n_val)):
+            sc = generate_u8(design, "train" if split == "train" else "test", n, seed)
+            for c in names:
+                (tmp / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(sc.x[i].transpose(1, 2, 0)).save(
+                    tmp / split / names[int(sc.y[i])] / f"{split}-{i:06d}.png")
+            counts[split] = n
+            log(f"[{design.key}] wrote {n} {split} scenes", flush=True)
+        meta = {"design": design.params(), "seed": int(seed), "counts": counts,
+                "classes": names, "generator": "pipeline.composite",
+                "note": "composite scenes: dataset objects pasted onto photographs; val uses "
+                        "the test objects and test photos only"}
+        (tmp / "scenes.json").write_text(json.dumps(meta, indent=1) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def _main(argv):
     """python -m pipeline.composite DESIGN OUT.png [N]: a contact sheet of N training scenes
-    and N test scenes (top half: training, bottom half: test)."""
+    and N test scenes (top half: training, bottom half: test).
+    python -m pipeline.composite export DESIGN OUT_DIR N_TRAIN N_VAL [SEED] [SIZE]: an image
+    folder for models/forge."""
     import sys
+    if argv and argv[0] == "export":
+        if len(argv) < 5:
+            print("usage: python -m pipeline.composite export DESIGN OUT_DIR N_TRAIN N_VAL "
+                  "[SEED] [SIZE]", file=sys.stderr)
+            return 2
+        d = get_design(argv[1], int(argv[6]) if len(argv) > 6 else None)
+        try:
+            export_folder(d, Path(argv[2]), int(argv[3]), int(argv[4]),
+                          int(argv[5]) if len(argv) > 5 else 0)
+        except PipelineError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if len(argv) < 2:
         print("usage: python -m pipeline.composite {A|B|C} OUT.png [N] [SIZE]", file=sys.stderr)
         return 2

@@ -75,6 +75,16 @@ class PilotVGG(nn.Module):
         return [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
 
 
+class SceneVGG(PilotVGG):
+    """The heavy apps' network for `models/forge --arch pipeline.pilot:SceneVGG`: the pilot's
+    VGG-11 at width 0.25 (39.5 MMAC at 64x64x3, the largest width of the pilot table)."""
+
+    WIDTH = 0.25
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(self.WIDTH, num_classes)
+
+
 def count_macs(net: nn.Module, input_shape) -> int:
     """Exact multiply-accumulates of Conv2d and Linear layers for one image (forward hooks):
     conv: output elements x (in_channels / groups) x kh x kw; linear: in x out."""
