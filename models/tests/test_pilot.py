@@ -9,7 +9,7 @@ import pytest
 from pipeline import composite, data, pilot
 
 
-@pytest.mark.parametrize("key", ["A", "B", "C"])
+@pytest.mark.parametrize("key", ["A", "B", "C", "D", "E"])
 def test_generator_shapes_labels_deterministic(key):
     d = composite.get_design(key, 48)
     a = composite.generate(d, "train", 40, seed=3)
@@ -35,6 +35,9 @@ def test_design_parameters():
     assert C.classes == 10 and C.targets == "fashion" and C.scale == (0.40, 0.90)
     assert A.size == B.size == C.size == 64
     assert not A.flip_objects_ok and not B.flip_objects_ok and C.flip_objects_ok
+    D, E = composite.DESIGNS["D"], composite.DESIGNS["E"]     # one dial of C each
+    assert D.classes == 20 and D.scale == C.scale and not D.flip_objects_ok
+    assert E.classes == 10 and E.scale == (0.20, 0.50) and E.flip_objects_ok
 
 
 def test_splits_never_mix():
@@ -124,3 +127,26 @@ def test_pilot_resumes_mid_training(tmp_path, capsys, monkeypatch):
     assert "resuming after epoch 1" in capsys.readouterr().out
     r = json.loads((tmp_path / "results.json").read_text())["rows"][0]
     assert [h["epoch"] for h in r["history"]] == [1, 2]
+
+
+def test_export_folder_is_a_forge_image_folder(tmp_path):
+    """The exported scenes load with pipeline.folder in label order; validation scenes come
+    from the test split; an existing folder is never overwritten."""
+    from pipeline import folder
+    d = composite.get_design("D", 32)
+    out = tmp_path / "scenes"
+    composite.export_folder(d, out, 40, 20, seed=1, log=lambda *a, **k: None)
+    names = composite.class_names(d)
+    assert len(names) == 20 and names[0] == "00-t-shirt-top" and names[10] == "10-digit-0"
+    assert sorted(p.name for p in (out / "train").iterdir()) == names
+    assert sum(1 for _ in (out / "train").rglob("*.png")) == 40
+    assert sum(1 for _ in (out / "val").rglob("*.png")) == 20
+    meta = json.loads((out / "scenes.json").read_text())
+    assert meta["design"]["key"] == "D" and meta["counts"] == {"train": 40, "val": 20}
+    ds = folder.load_folder(out, 32, log=lambda *a, **k: None)
+    assert list(ds.labels) == names
+    ref = composite.generate_u8(d, "test", 20, seed=1)
+    assert sorted(ds.y_test.tolist()) == sorted(ref.y.tolist())
+    assert not list(tmp_path.glob(".scenes.tmp-*"))
+    with pytest.raises(composite.PipelineError, match="exists"):
+        composite.export_folder(d, out, 4, 2)
