@@ -1,6 +1,7 @@
-//! Real runs: every system of the sweep executes one [`RunSchedule`] at the same time on the
-//! real task runtime and the real models, fed by one camera clock, under the budgets derived
-//! from what the resource monitor's `/proc` core measures of the background load.
+//! Real runs: every system of the sweep executes one [`RunSchedule`] in turn, alone, on the
+//! real task runtime and the real models, under the budgets derived from what the resource
+//! monitor's `/proc` core measures of the background load (measured in the first system's
+//! run, replayed for the others).
 
 use std::process::Child;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use nestdnn::scheduler::{Budget, Ladder, Objective, Plan, Planner, TaskStatus};
 use super::data::AppFrames;
 use super::tenant::{water_fill, Loads, Residency, Tenant};
 use super::workload::{
-    planner, RunSchedule, ALPHAS, APPS, CAMERA_HZ, MONITOR_PERIOD_S, STATUS_QUO_LEVELS, TARGET_FPS,
+    planner, RunSchedule, Setting, APPS, CAMERA_HZ, MONITOR_PERIOD_S, STATUS_QUO_LEVELS, TARGET_FPS,
 };
 use super::BenchError;
 
@@ -72,14 +73,14 @@ impl System {
     }
 }
 
-/// The sweep of the workload: every status-quo level, then both objectives at every alpha.
-pub fn sweep() -> Vec<System> {
+/// The sweep of `setting`: every status-quo level, then both objectives at every alpha.
+pub fn sweep(setting: &Setting) -> Vec<System> {
     let mut v: Vec<System> = STATUS_QUO_LEVELS
         .iter()
         .map(|&level| System::StatusQuo { level })
         .collect();
     for objective in [Objective::MinTotalCost, Objective::MinMaxCost] {
-        for &alpha in &ALPHAS {
+        for &alpha in setting.alphas {
             v.push(System::Nestdnn { objective, alpha });
         }
     }
@@ -319,8 +320,12 @@ fn latency_quantile(sorted: &[f32], p: f64) -> f64 {
     nestdnn::profile::percentile(&v, p)
 }
 
-/// Plays `schedule` on every system of `systems` at once, in real time. `spawn_load(cores)`
-/// starts the background load process (killed at the end of its spell).
+/// Plays `schedule` on every system of `systems`, **one after another**, in real time: each
+/// system alone on the machine with the same frames, app schedule and background load spells.
+/// The first system's run measures the device's budget with the resource monitor; every
+/// later system gets that recorded budget trace, sample by sample, so all systems see the
+/// identical budget. `spawn_load(cores)` starts the background load process (killed at the
+/// end of its spell; it runs in every system's run).
 ///
 /// # Errors
 /// [`BenchError`] when a model slot, the runtime, the planner or the monitor fails.
@@ -336,12 +341,33 @@ pub fn run_real(
         });
     }
     let start_load = loadavg();
+    let mut trace: Option<Vec<BudgetSample>> = None;
+    let mut out = Vec::with_capacity(systems.len());
+    for &system in systems {
+        let (run, budget) = run_system(apps, schedule, system, trace.as_deref(), spawn_load)?;
+        out.push(run);
+        trace.get_or_insert(budget);
+    }
+    Ok(RunOutcome {
+        schedule: schedule.clone(),
+        budget: trace.unwrap_or_default(),
+        loadavg: (start_load, loadavg()),
+        systems: out,
+    })
+}
+
+/// One system's run of `schedule`: the budget measured by the monitor (`replay: None`) or
+/// replayed from a recorded trace. Returns the run and the budget trace it used.
+fn run_system(
+    apps: &[App],
+    schedule: &RunSchedule,
+    system: System,
+    replay: Option<&[BudgetSample]>,
+    spawn_load: &mut dyn FnMut(f64) -> std::io::Result<Child>,
+) -> Result<(SystemRun, Vec<BudgetSample>), BenchError> {
     let budget0 = Budget::new(schedule.compute_cores, schedule.memory_bytes);
     let epoch = Instant::now();
-    let sys = systems
-        .iter()
-        .map(|&system| Sys::start(system, apps, budget0, epoch))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sys = vec![Sys::start(system, apps, budget0, epoch)?];
     let mut monitor = Monitor::new(MonitorSettings {
         headroom: Headroom {
             cpu_cores: 0.0,
@@ -356,6 +382,7 @@ pub fn run_real(
         offered: vec![vec![0u64; apps.len()]; sys.len()],
         sys,
         monitor,
+        replay,
         budget_trace: Vec::new(),
         device: schedule.compute_cores,
         running: [false; 4],
@@ -382,18 +409,21 @@ pub fn run_real(
         .as_secs_f64()
         .min(schedule.run_s.max(live.last_t));
     result?;
-    let Live { sys, offered, .. } = live;
-    let out = sys
+    let Live {
+        sys,
+        offered,
+        budget_trace,
+        ..
+    } = live;
+    let run = sys
         .into_iter()
         .zip(offered)
         .map(|(s, offered)| s.finish(run_s, &offered))
-        .collect();
-    Ok(RunOutcome {
-        schedule: schedule.clone(),
-        budget: live.budget_trace,
-        loadavg: (start_load, loadavg()),
-        systems: out,
-    })
+        .next()
+        .ok_or_else(|| BenchError::Data {
+            what: "no system ran".into(),
+        })?;
+    Ok((run, budget_trace))
 }
 
 impl Sys {
@@ -543,6 +573,8 @@ struct Live<'a> {
     schedule: &'a RunSchedule,
     sys: Vec<Sys>,
     monitor: Monitor,
+    /// A recorded budget trace to replay instead of measuring (systems after the first).
+    replay: Option<&'a [BudgetSample]>,
     budget_trace: Vec<BudgetSample>,
     /// Cores of the emulated device now (the budget less the background load's share).
     device: f64,
@@ -689,25 +721,35 @@ impl Live<'_> {
     /// planner gets the budget (the status quo re-shares equally), and every system's state
     /// goes into its timeline.
     fn monitor_tick(&mut self, t: f64, now: Instant) -> Result<(), BenchError> {
-        let load_cores = self.load_cores();
-        let Some(r) = self.monitor.read()? else {
-            return Ok(());
+        let sample = match self.replay {
+            // Later systems: the first system's sample of this monitor period.
+            Some(trace) => match trace.get(self.budget_trace.len()).or(trace.last()) {
+                Some(&b) => BudgetSample { t_s: t, ..b },
+                None => return Ok(()),
+            },
+            None => {
+                let load_cores = self.load_cores();
+                let Some(r) = self.monitor.read()? else {
+                    return Ok(());
+                };
+                let b = budget_from_reading(&r, &monitor_headroom());
+                let frac = if r.cores_online > 0.0 {
+                    (1.0 - load_cores / r.cores_online).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                BudgetSample {
+                    t_s: t,
+                    available_cores: f64::from(b.cpu_cores_available),
+                    online_cores: r.cores_online,
+                    load_cores,
+                    device_cores: self.schedule.compute_cores * frac,
+                    script_background_cores: self.schedule.background_at(t),
+                }
+            }
         };
-        let b = budget_from_reading(&r, &monitor_headroom());
-        let frac = if r.cores_online > 0.0 {
-            (1.0 - load_cores / r.cores_online).clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        self.device = self.schedule.compute_cores * frac;
-        self.budget_trace.push(BudgetSample {
-            t_s: t,
-            available_cores: f64::from(b.cpu_cores_available),
-            online_cores: r.cores_online,
-            load_cores,
-            device_cores: self.device,
-            script_background_cores: self.schedule.background_at(t),
-        });
+        self.device = sample.device_cores;
+        self.budget_trace.push(sample);
         let budget = Budget::new(self.device, self.schedule.memory_bytes);
         for s in self.sys.iter_mut() {
             match s.planner.as_mut() {

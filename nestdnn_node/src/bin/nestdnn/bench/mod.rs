@@ -10,7 +10,7 @@
 //! - [`load`]: the background load process.
 //! - [`tenant`]: what a system runs for one app, with real model loads (and the status
 //!   quo's least-recently-used eviction under the memory budget).
-//! - [`harness`]: real runs of every system at once on the task runtime.
+//! - [`harness`]: real runs of every system, one after another, on the task runtime.
 //! - [`curves`]: accuracy-vs-frame-rate curves and the gains.
 //! - [`simulate`]: the same runs in virtual time ([`nestdnn::sim`]), to validate the
 //!   simulation against the real runs.
@@ -97,7 +97,8 @@ enum Cmd {
 
 #[derive(Debug, clap::Args)]
 struct Multitenant {
-    /// The CI smoke setting (2 runs of 20 s) instead of the full one (6 runs of 60 s).
+    /// The CI smoke setting (2 runs of 15 s, 3 systems) instead of the full one (6 runs of
+    /// 40 s, 7 systems).
     #[arg(long)]
     quick: bool,
     /// Write the JSON report here; the plots go beside it (`<stem>-curves.svg`,
@@ -268,14 +269,14 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()
     };
-    let systems = sweep();
+    let systems = sweep(&setting);
     let mut runs = Vec::new();
     for i in 0..n_runs {
         let Some(sched) = workload::schedule(&setting, i) else {
             break;
         };
         eprintln!(
-            "bench: run {}/{n_runs} (seed {}, {:.2} cores, {} MiB, {} s, {} systems at once)",
+            "bench: run {}/{n_runs} (seed {}, {:.2} cores, {} MiB, {} s, {} systems one after another)",
             i + 1,
             sched.seed,
             sched.compute_cores,
@@ -349,6 +350,19 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
         "wall_s": wall.elapsed().as_secs_f64(),
     });
     let mut rep = report::build(&setting, &runs, extra);
+    // Demand at the largest descendants over the budget, per run.
+    let largest: Vec<f64> = offline_runs
+        .iter()
+        .map(|o| o.cpu_s.last().copied().unwrap_or(f64::NAN))
+        .collect();
+    if let Some(rs) = rep
+        .get_mut("runs")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        for (r, out) in rs.iter_mut().zip(&runs) {
+            r["demand_over_budget"] = report::demand_over_budget(out, &largest);
+        }
+    }
     // Capacity over time: the first run, the best objective at the default alpha.
     let best = rep
         .get("best_objective")

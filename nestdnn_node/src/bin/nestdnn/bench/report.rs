@@ -35,8 +35,16 @@ pub struct SystemSummary {
     pub runs: usize,
     /// Processed frames / run seconds, all apps, over all runs.
     pub fps: f64,
-    /// Correct / processed frames.
+    /// Half-width of the 95 % interval of the frame rate over the runs (Student's t; NaN for
+    /// one run).
+    pub fps_ci95: f64,
+    /// Top-1, the mean over the apps of each app's correct / processed frames (pooled over
+    /// the runs): the headline accuracy, which weighs a hard app like an easy one.
     pub accuracy: f64,
+    /// Half-width of the 95 % interval of the per-app mean top-1 over the runs.
+    pub accuracy_ci95: f64,
+    /// Correct / processed frames of all apps together.
+    pub pooled_accuracy: f64,
     /// (Inference + estimated build) CPU-seconds per processed frame: an energy proxy.
     pub cpu_per_frame_s: f64,
     /// Processed / offered frames.
@@ -79,6 +87,34 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
                 }
             };
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            let apps = s0.apps.len();
+            let per_app = |runs: &[&SystemRun]| {
+                let accs: Vec<f64> = (0..apps)
+                    .filter_map(|a| {
+                        let p: u64 = runs
+                            .iter()
+                            .filter_map(|r| r.apps.get(a))
+                            .map(|x| x.processed)
+                            .sum();
+                        let c: u64 = runs
+                            .iter()
+                            .filter_map(|r| r.apps.get(a))
+                            .map(|x| x.correct)
+                            .sum();
+                        (p > 0).then(|| c as f64 / p as f64)
+                    })
+                    .collect();
+                if accs.is_empty() {
+                    f64::NAN
+                } else {
+                    accs.iter().sum::<f64>() / accs.len() as f64
+                }
+            };
+            let run_fps: Vec<f64> = all
+                .iter()
+                .map(|r| ratio(r.processed as f64, r.run_s))
+                .collect();
+            let run_acc: Vec<f64> = all.iter().map(|r| per_app(&[*r])).collect();
             SystemSummary {
                 system: s0.system,
                 label: s0.system.label(),
@@ -86,7 +122,10 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
                 knob: s0.system.knob(),
                 runs: all.len(),
                 fps: ratio(processed as f64, secs),
-                accuracy: ratio(correct as f64, processed as f64),
+                fps_ci95: ci95(&run_fps),
+                accuracy: per_app(&all),
+                accuracy_ci95: ci95(&run_acc),
+                pooled_accuracy: ratio(correct as f64, processed as f64),
                 cpu_per_frame_s: ratio(cpu, processed as f64),
                 processed_fraction: ratio(processed as f64, offered as f64),
                 latency_p50_ms: mean(|r| r.latency_p50_ms),
@@ -97,6 +136,60 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
             }
         })
         .collect()
+}
+
+/// How far the running apps' demand exceeds the device's budget in one run: at every
+/// monitor sample, the CPU the running apps would need at the camera rate on their largest
+/// descendants (`largest_cpu_s[app]`: CPU seconds per frame, measured by the benchmark)
+/// divided by the device's cores. Returns `{max, mean, time_fraction_at_least_2x}`.
+pub fn demand_over_budget(run: &RunOutcome, largest_cpu_s: &[f64]) -> Value {
+    let ratios: Vec<f64> = run
+        .budget
+        .iter()
+        .filter(|b| b.device_cores > 0.0)
+        .map(|b| {
+            let demand: f64 = run
+                .schedule
+                .running_at(b.t_s)
+                .iter()
+                .zip(largest_cpu_s)
+                .filter(|(&r, _)| r)
+                .map(|(_, &c)| c * workload::CAMERA_HZ)
+                .sum();
+            demand / b.device_cores
+        })
+        .filter(|x| x.is_finite())
+        .collect();
+    if ratios.is_empty() {
+        return Value::Null;
+    }
+    let n = ratios.len() as f64;
+    json!({
+        "max": ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "mean": ratios.iter().sum::<f64>() / n,
+        "time_fraction_at_least_2x": ratios.iter().filter(|&&x| x >= 2.0).count() as f64 / n,
+    })
+}
+
+/// Half-width of the 95 % confidence interval of the mean of `v` (Student's t; NaN values are
+/// left out; NaN for fewer than two values).
+pub fn ci95(v: &[f64]) -> f64 {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    let n = v.len();
+    if n < 2 {
+        return f64::NAN;
+    }
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    // t(0.975, df) for df = 1..10, then the normal quantile's neighbourhood.
+    const T: [f64; 10] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    ];
+    let t = T
+        .get(n - 2)
+        .copied()
+        .unwrap_or(if n <= 31 { 2.1 } else { 1.96 });
+    t * (var / n as f64).sqrt()
 }
 
 /// The operating points of one family (status quo: knob = level).
@@ -322,7 +415,7 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
             "background_loaded_s": [workload::BACKGROUND_LOADED_S.0, workload::BACKGROUND_LOADED_S.1],
             "monitor_period_s": workload::MONITOR_PERIOD_S,
             "share_step": workload::SHARE_STEP,
-            "alphas": workload::ALPHAS,
+            "alphas": setting.alphas,
             "status_quo_levels": workload::STATUS_QUO_LEVELS,
         },
         "runs": schedules,
@@ -447,19 +540,24 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
     }
     let _ = writeln!(
         t,
-        "\n| system | frames/s | top-1 % | processed % | CPU ms/frame | p50 ms | p99 ms | switches/run | memory peak KiB | over memory budget s |"
+        "\n| system | frames/s (± 95 %) | top-1 %, per-app mean (± 95 %) | top-1 %, pooled | processed % | CPU ms/frame | p50 ms | p99 ms | switches/run | memory peak KiB | over memory budget s |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
     for s in systems {
         let label = s.get("label").and_then(Value::as_str).unwrap_or("?");
         let f = |k: &str, scale: f64, prec: usize| {
             fmt_opt(num(s, k), |x| format!("{:.*}", prec, x * scale))
         };
+        let pm = |k: &str, ci: &str, scale: f64, prec: usize| match num(s, ci) {
+            Some(c) => format!("{} ± {:.*}", f(k, scale, prec), prec, c * scale),
+            None => f(k, scale, prec),
+        };
         let _ = writeln!(
             t,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            f("fps", 1.0, 1),
-            f("accuracy", 100.0, 2),
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            pm("fps", "fps_ci95", 1.0, 1),
+            pm("accuracy", "accuracy_ci95", 100.0, 2),
+            f("pooled_accuracy", 100.0, 2),
             f("processed_fraction", 100.0, 1),
             f("cpu_per_frame_s", 1e3, 3),
             f("latency_p50_ms", 1.0, 1),
@@ -512,6 +610,30 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
             spans.join("; ")
         );
     }
+    if let Some(rs) = report.get("runs").and_then(Value::as_array) {
+        let per_run: Vec<String> = rs
+            .iter()
+            .filter_map(|r| r.get("demand_over_budget").filter(|d| !d.is_null()))
+            .map(|d| {
+                format!(
+                    "{} max / {} mean ({} of the time >= 2x)",
+                    fmt_opt(num(d, "max"), |x| format!("{x:.1}x")),
+                    fmt_opt(num(d, "mean"), |x| format!("{x:.1}x")),
+                    fmt_opt(num(d, "time_fraction_at_least_2x"), |x| format!(
+                        "{:.0} %",
+                        x * 100.0
+                    )),
+                )
+            })
+            .collect();
+        if !per_run.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nDemand of the running apps at their largest descendants over the device budget, per run: {}.",
+                per_run.join("; ")
+            );
+        }
+    }
     if let Some(sq) = report.get("status_quo") {
         let _ = writeln!(
             t,
@@ -544,6 +666,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ci95_is_students_t_interval() {
+        // n = 4, sd = 1.2910: t(0.975, 3) = 3.182 -> 3.182 * 1.2910 / 2.
+        let h = ci95(&[1.0, 2.0, 3.0, 4.0]);
+        assert!(
+            (h - 3.182 * (5.0f64 / 3.0).sqrt() / 2.0).abs() < 1e-9,
+            "{h}"
+        );
+        assert!(ci95(&[1.0]).is_nan());
+        assert!(ci95(&[2.0, f64::NAN]).is_nan());
+        assert_eq!(ci95(&[3.0, 3.0, 3.0]), 0.0);
+    }
+
+    #[test]
     fn readme_table_reads_the_report_fields() {
         let r = json!({
             "setting": "quick", "seeds": [1, 2], "run_s": 20.0,
@@ -553,9 +688,10 @@ mod tests {
             "cpu_per_frame_ratio": null,
             "targets": {"met": {"fps_gain_at_equal_accuracy": true, "accuracy_gain_at_equal_fps_pt": false}},
             "objectives": {"min_total_cost": {"fps_gain_at_equal_accuracy": 2.5, "fps_gain_level": 0}},
-            "systems": [{"label": "status_quo vanilla", "fps": 12.34, "accuracy": 0.9, "cpu_per_frame_s": 0.0005}],
+            "systems": [{"label": "status_quo vanilla", "fps": 12.34, "fps_ci95": 1.5, "accuracy": 0.9, "accuracy_ci95": 0.01, "pooled_accuracy": 0.91, "cpu_per_frame_s": 0.0005}],
             "ladder_span": {"per_app": {"big_app": {"cpu_per_frame_ratio": 6.5, "accuracy_pt": 12.0}}},
             "status_quo": {"loads": 9, "load_cpu_s": 0.5, "reloads": 4, "evictions": 4, "reload_cpu_s": 0.25},
+            "runs": [{"demand_over_budget": {"max": 3.5, "mean": 2.25, "time_fraction_at_least_2x": 0.5}}],
         });
         let t = readme_table(&r).unwrap();
         assert!(
@@ -571,13 +707,20 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| `min_total_cost` | 2.50x (vanilla) |"), "{t}");
-        assert!(t.contains("| status_quo vanilla | 12.3 | 90.00 |"), "{t}");
+        assert!(
+            t.contains("| status_quo vanilla | 12.3 ± 1.5 | 90.00 ± 1.00 | 91.00 |"),
+            "{t}"
+        );
         assert!(
             t.contains("`big_app` 6.50x CPU per frame, +12.00 pt"),
             "{t}"
         );
         assert!(
             t.contains("9 loads (0.50 s CPU), of which 4 reloads after 4 evictions (0.25 s CPU)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("per run: 3.5x max / 2.2x mean (50 % of the time >= 2x)"),
             "{t}"
         );
         assert!(readme_table(&json!({})).is_err());

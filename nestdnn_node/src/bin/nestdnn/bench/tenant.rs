@@ -17,7 +17,7 @@
 //! triggered it waits for it, and frames that arrive meanwhile replace each other in the
 //! app's mailbox (counted as dropped). [`Loads`] counts loads and their CPU.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -184,6 +184,9 @@ enum Kind {
         slot: RwLock<Option<ModelSlot>>,
         target: AtomicUsize,
         loads: Mutex<Loads>,
+        /// Incremented on every stop, so that a load that finishes after its app stopped
+        /// does not stay resident.
+        epoch: AtomicU64,
     },
     Fixed {
         residency: Arc<Mutex<Residency>>,
@@ -224,6 +227,7 @@ impl Tenant {
                 slot: RwLock::new(None),
                 target: AtomicUsize::new(initial),
                 loads: Mutex::new(Loads::default()),
+                epoch: AtomicU64::new(0),
             },
         }
     }
@@ -247,7 +251,10 @@ impl Tenant {
     /// The app stopped: its model is unloaded.
     pub fn stop(&self) {
         match &self.kind {
-            Kind::Nested { slot, .. } => *slot.write() = None,
+            Kind::Nested { slot, epoch, .. } => {
+                epoch.fetch_add(1, Ordering::AcqRel);
+                *slot.write() = None;
+            }
             Kind::Fixed { residency } => residency.lock().release(self.app),
         }
     }
@@ -283,23 +290,41 @@ impl Tenant {
             slot,
             target,
             loads,
+            epoch,
         } = &self.kind
         else {
             unreachable!("run_nested on a fixed tenant")
         };
         if slot.read().is_none() {
+            // Load without holding the lock: the thread applying plans (request_descendant)
+            // and stopping apps must never wait for a load. Only this app's worker loads.
+            let started = epoch.load(Ordering::Acquire);
+            let initial = target.load(Ordering::Relaxed);
+            let dir = self.model.dir().to_path_buf();
+            let (s, cpu, wall) = measured(|| {
+                let m = MultiCapacityModel::load(&dir)?;
+                ModelSlot::new(Arc::new(m), SwitchPolicy::OnDemand, initial)
+            });
+            let s = s?;
+            loads.lock().record(false, cpu, wall);
             let mut w = slot.write();
-            if w.is_none() {
-                let initial = target.load(Ordering::Relaxed);
-                let dir = self.model.dir().to_path_buf();
-                let (s, cpu, wall) = measured(|| {
-                    let m = MultiCapacityModel::load(&dir)?;
-                    ModelSlot::new(Arc::new(m), SwitchPolicy::OnDemand, initial)
-                });
-                *w = Some(s?);
-                loads.lock().record(false, cpu, wall);
+            if epoch.load(Ordering::Acquire) != started {
+                // The app stopped while it loaded: drop the model, serve this frame with it.
+                drop(w);
+                let (descendant, logits) = s.run(&mut state.plan, input)?;
                 state.plan = None;
+                return Ok(Served {
+                    descendant,
+                    output: self.verdict(frame, &logits),
+                });
             }
+            // A descendant requested while the model loaded.
+            let t = target.load(Ordering::Relaxed);
+            if s.target() != t {
+                s.request(t)?;
+            }
+            *w = Some(s);
+            state.plan = None;
         }
         let r = slot.read();
         let s = r.as_ref().ok_or_else(|| ModelError::Graph {
