@@ -20,7 +20,8 @@ use nestdnn::scheduler::{Budget, Ladder, Objective, Plan, Planner, TaskStatus};
 use super::data::AppFrames;
 use super::tenant::{water_fill, Loads, Residency, Tenant};
 use super::workload::{
-    planner, RunSchedule, Setting, APPS, CAMERA_HZ, MONITOR_PERIOD_S, STATUS_QUO_LEVELS, TARGET_FPS,
+    planner, RunSchedule, Setting, APPS, CAMERA_HZ, MONITOR_PERIOD_S, N_APPS, STATUS_QUO_LEVELS,
+    TARGET_FPS,
 };
 use super::BenchError;
 
@@ -273,7 +274,11 @@ impl Sys {
     /// The status quo's shares: the OS's work-conserving split of the device's cores
     /// ([`water_fill`]) by each running app's demand at the camera rate (its CPU per frame
     /// as measured in this run so far, the offline figure before the first frame).
-    fn share_work_conserving(&self, running: &[bool; 4], device: f64) -> Result<(), BenchError> {
+    fn share_work_conserving(
+        &self,
+        running: &[bool; N_APPS],
+        device: f64,
+    ) -> Result<(), BenchError> {
         let demand: Vec<Option<f64>> = running
             .iter()
             .enumerate()
@@ -385,7 +390,7 @@ fn run_system(
         replay,
         budget_trace: Vec::new(),
         device: schedule.compute_cores,
-        running: [false; 4],
+        running: [false; N_APPS],
         load: None,
         load_mark: (0, Instant::now()),
         // SAFETY: sysconf has no preconditions.
@@ -578,7 +583,7 @@ struct Live<'a> {
     budget_trace: Vec<BudgetSample>,
     /// Cores of the emulated device now (the budget less the background load's share).
     device: f64,
-    running: [bool; 4],
+    running: [bool; N_APPS],
     /// The background load spell in progress and its process.
     load: Option<(usize, Child)>,
     /// (ticks, when) of the load process at the last sample.

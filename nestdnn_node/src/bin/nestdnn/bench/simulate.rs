@@ -14,7 +14,7 @@ use nestdnn::sim::{Assignment, SimEvent, SimOptions, Simulator};
 use super::data::Offline;
 use super::harness::{BudgetSample, System};
 use super::tenant::water_fill;
-use super::workload::{planner, RunSchedule, APPS, CAMERA_HZ, TARGET_FPS};
+use super::workload::{planner, RunSchedule, APPS, CAMERA_HZ, N_APPS, TARGET_FPS};
 use super::BenchError;
 
 /// One system's figures in one simulated run.
@@ -49,7 +49,11 @@ impl SimRun {
 /// The status quo's assignment: its one model per running app (descendant 0 of the
 /// simulator's one-model ladders) with the OS's work-conserving shares by demand at the camera
 /// rate.
-fn work_conserving(running: &[bool; 4], latency_s: &[Vec<f64>], device: f64) -> Vec<Assignment> {
+fn work_conserving(
+    running: &[bool; N_APPS],
+    latency_s: &[Vec<f64>],
+    device: f64,
+) -> Vec<Assignment> {
     let demand: Vec<Option<f64>> = running
         .iter()
         .enumerate()
@@ -149,7 +153,7 @@ pub fn simulate_run(
             }
         }
     };
-    let mut running = [false; 4];
+    let mut running = [false; N_APPS];
     let mut device = schedule.compute_cores;
     let mut next_budget = 0usize;
     let period = 1.0 / CAMERA_HZ;

@@ -76,8 +76,11 @@ use nestdnn::scheduler::{
     Budget, Ladder, Objective, Planner, SchedulerError, Settings, SolverChoice, TaskSpec,
 };
 
+/// Number of apps in the workload.
+pub const N_APPS: usize = 4;
+
 /// The four apps (model folders under `models/`), in task order.
-pub const APPS: [&str; 4] = [
+pub const APPS: [&str; N_APPS] = [
     "fashion_vgg",
     "fashion_resnet",
     "digits_vgg",
@@ -204,8 +207,8 @@ pub struct RunSchedule {
 
 impl RunSchedule {
     /// Which apps run at `t_s`.
-    pub fn running_at(&self, t_s: f64) -> [bool; 4] {
-        let mut on = [false; 4];
+    pub fn running_at(&self, t_s: f64) -> [bool; N_APPS] {
+        let mut on = [false; N_APPS];
         for &a in &self.initial {
             on[a] = true;
         }
@@ -277,7 +280,7 @@ pub fn schedule(setting: &Setting, index: usize) -> Option<RunSchedule> {
     }
     let mut initial: Vec<usize> = order[..n0].to_vec();
     initial.sort_unstable();
-    let mut on = [false; 4];
+    let mut on = [false; N_APPS];
     for &a in &initial {
         on[a] = true;
     }
