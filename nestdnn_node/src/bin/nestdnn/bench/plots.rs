@@ -118,7 +118,7 @@ impl Figure for CurvesPlot<'_> {
         let (area, side) = body.split_horizontally(C_WIDTH - C_SIDE);
         let mut chart = panel(
             &area,
-            "top-1 over processed frames (%)",
+            "top-1, mean over the apps (%)",
             &x,
             &y,
             62,
