@@ -522,12 +522,7 @@ impl Sys {
         }
         let mut sum = Loads::default();
         for l in self.slots.iter().filter_map(|t| t.loads()) {
-            sum.loads += l.loads;
-            sum.reloads += l.reloads;
-            sum.evictions += l.evictions;
-            sum.load_cpu_s += l.load_cpu_s;
-            sum.reload_cpu_s += l.reload_cpu_s;
-            sum.load_wall_s += l.load_wall_s;
+            sum += l;
         }
         sum
     }
@@ -723,7 +718,7 @@ impl Live<'_> {
     }
 
     /// The monitor: the device loses the fraction of this machine the load uses; every
-    /// planner gets the budget (the status quo re-shares equally), and every system's state
+    /// planner gets the budget (the status quo re-shares work-conservingly), and every system's state
     /// goes into its timeline.
     fn monitor_tick(&mut self, t: f64, now: Instant) -> Result<(), BenchError> {
         let sample = match self.replay {

@@ -334,12 +334,7 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
                 || (family == "nestdnn" && !matches!(s.system, System::StatusQuo { .. }))
             {
                 n += 1;
-                l.loads += s.loads.loads;
-                l.reloads += s.loads.reloads;
-                l.evictions += s.loads.evictions;
-                l.load_cpu_s += s.loads.load_cpu_s;
-                l.reload_cpu_s += s.loads.reload_cpu_s;
-                l.load_wall_s += s.loads.load_wall_s;
+                l += s.loads;
             }
         }
         json!({

@@ -47,6 +47,17 @@ pub struct Loads {
     pub load_wall_s: f64,
 }
 
+impl std::ops::AddAssign for Loads {
+    fn add_assign(&mut self, o: Loads) {
+        self.loads += o.loads;
+        self.reloads += o.reloads;
+        self.evictions += o.evictions;
+        self.load_cpu_s += o.load_cpu_s;
+        self.reload_cpu_s += o.reload_cpu_s;
+        self.load_wall_s += o.load_wall_s;
+    }
+}
+
 impl Loads {
     fn record(&mut self, reload: bool, cpu_s: f64, wall_s: f64) {
         self.loads += 1;
