@@ -3,6 +3,7 @@ cameras, budgets and priorities reach the node, results come out, and they agree
 ground truth the bag also carries (played on `<image topic>/ground_truth`, read here by an
 independent Cyclone DDS participant)."""
 import os
+import re
 
 import rosdds as r
 from conftest import ROOT, binary
@@ -11,6 +12,13 @@ from peers import Collector
 STARTUP_S = 120  # first start profiles the models (cached afterwards)
 BAG = os.path.join(ROOT, "test", "bags", "recording_db3")   # 4 s: fashion_resnet + digits_vgg (jpeg)
 TASKS = ("fashion_resnet", "digits_vgg")
+
+
+def weakest_accuracy(task):
+    """The lowest test-set top-1 among the task's descendants, read from its manifest."""
+    text = open(os.path.join(ROOT, "models", task, "manifest.yaml")).read()
+    descendants = text.split("\ndescendants:", 1)[1]
+    return min(float(a) for a in re.findall(r"^  accuracy: ([0-9.]+)$", descendants, re.M))
 
 
 def test_play_feeds_the_node(procs, dp):
@@ -43,7 +51,11 @@ def test_play_feeds_the_node(procs, dp):
         correct = sum(x.class_name == gt[(x.header.stamp.sec, x.header.stamp.nanosec)] for x in scored)
         acc = correct / len(scored)
         print(t, len(scored), "results, accuracy", round(acc, 3), sorted({x.descendant for x in res}))
-        assert acc >= 0.8, f"{t}: accuracy {acc:.3f} over {len(scored)} frames"
+        # The bar: the task's weakest descendant on its test set (manifest) less 0.2, far
+        # above chance (0.1) yet clear of sampling noise over ~80 frames (one frame holds
+        # one item for several frames, so they are not independent draws).
+        bar = weakest_accuracy(t) - 0.2
+        assert acc >= bar, f"{t}: accuracy {acc:.3f} over {len(scored)} frames, bar {bar:.3f}"
     # The bag's budget and priority events reached the planner.
     triggers = [p.trigger for p in plans.poll()]
     assert "budget" in triggers, triggers
