@@ -259,6 +259,17 @@ def verify_folder(d, atol: float = 1e-4) -> dict:
     err = float(np.abs(ort_run(vanilla, x) - fx["vanilla/logits"]).max())
     if err > atol:
         raise PipelineError(f"{d}: vanilla.onnx differs from vanilla/logits by {err:.2e}")
+    # Optional standalone smaller models (the benchmark's status quo levels).
+    for k, sq in enumerate(man.get("status_quo") or [], start=1):
+        f = d / sq["file"]
+        if not f.exists() or sha256_file(f) != sq["sha256"]:
+            raise PipelineError(f"{f} is missing or does not match its sha256 in the manifest")
+        key = f"status_quo{k}/logits"
+        if key in fx:
+            e = float(np.abs(ort_run(onnx.load(str(f)), x) - fx[key]).max())
+            if e > atol:
+                raise PipelineError(f"{f} differs from {key} by {e:.2e}")
+            err = max(err, e)
     return dict(manifest=man, max_err=max(worst, err))
 
 

@@ -386,8 +386,13 @@ def run(args) -> int:
                                 f"--time-budget, or raise --descendants")
 
     # ------------------------------------------------------------------ 5. export
+    # The roadmap's pruned-and-retrained models, largest first: standalone smaller models of
+    # the kind a user trains today (the benchmark's status quo levels). Their states are read
+    # back from the stage checkpoints at export.
+    standalone = [dict(widths=r["widths"], acc=r["acc"], file=work / f"roadmap-{s}.pt")
+                  for s, r in enumerate(road) if s >= 1]
     summary = timed("export", lambda: export(spec, args, task, ds, van, full, desc, out, log,
-                                             stage_t))
+                                             stage_t, standalone))
     log(f"done in {time.time() - t_start:.0f}s; stages: "
         + ", ".join(f"{k} {v:.0f}s" for k, v in stage_t.items()))
     shutil.copyfile(work / "forge.log", out / "forge.log")
@@ -408,7 +413,7 @@ def _fixture_index(ds, n):
     return idx
 
 
-def export(spec, args, task, ds, van, full, desc, out: Path, log, stage_t):
+def export(spec, args, task, ds, van, full, desc, out: Path, log, stage_t, standalone=()):
     names = [f"d{i}" for i in range(len(desc))]
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     if tmp.exists():
@@ -461,6 +466,19 @@ def export(spec, args, task, ds, van, full, desc, out: Path, log, stage_t):
         log(f"export verified with onnxruntime: max |diff| {worst:.2e} of the logit range")
         (tmp / "model.onnx").write_bytes(model_bytes)
         (tmp / "vanilla.onnx").write_bytes(vanilla_bytes)
+        status_quo = []
+        for k, m in enumerate(standalone, start=1):
+            st = torch.load(m["file"], weights_only=False)["state"]
+            net_k = gn.materialize(spec, m["widths"], st)
+            b = export_onnx(net_k, keys, shape, n_convs)
+            with torch.no_grad():
+                fixtures[f"status_quo{k}/logits"] = net_k(x).numpy()
+            name = f"status_quo_{k}.onnx"
+            (tmp / name).write_bytes(b)
+            status_quo.append(dict(
+                file=name, sha256=sha256_bytes(b),
+                accuracy=round(float(1.0 / spec.classes if args.untrained else m["acc"]), 6),
+                macs=gn.macs(spec, m["widths"]), params=gn.params(spec, m["widths"])))
         save_safetensors(tmp / "bn_stats.safetensors", bn_out)
         save_safetensors(tmp / "fixtures.safetensors", fixtures)
         color = "gray" if shape[0] == 1 else "rgb"
@@ -489,6 +507,7 @@ def export(spec, args, task, ds, van, full, desc, out: Path, log, stage_t):
                          macs=gn.macs(spec, spec.base), params=gn.params(spec, spec.base),
                          cross_domain_accuracy=None),
             descendants=descendants,
+            status_quo=status_quo,
             untrained=bool(args.untrained),
             accuracy_split="validation" if not args.untrained else
             "none: untrained ladder, accuracies are declared chance level (1/classes)",

@@ -1,6 +1,7 @@
-//! Golden differential test: every descendant (and the vanilla model) of every model under
-//! `models/` (or `$NESTDNN_MODELS_DIR`), sliced and BN-folded at run time and run by tract,
-//! reproduces the logits of the standalone PyTorch network in `fixtures.safetensors`.
+//! Golden differential test: every descendant (and the vanilla and standalone status-quo
+//! models) of every model under `models/` (or `$NESTDNN_MODELS_DIR`), sliced and BN-folded at
+//! run time and run by tract, reproduces the logits of the standalone PyTorch network in
+//! `fixtures.safetensors`.
 //!
 //! Tolerance: a network passes when max |diff| <= 1e-4 * max(1, max(ref) - min(ref)) over all
 //! its fixture logits (1e-4 relative to the logit range; absolute for ranges below 1).
@@ -138,6 +139,14 @@ fn every_descendant_matches_pytorch() {
         let d = max_diff(&plan, &fx, "vanilla");
         eprintln!("{} vanilla: {d}", model.manifest().task);
         assert!(d.ok(), "{} vanilla: {d}", dir.display());
+        // The standalone smaller models (status quo levels), where the folder has them.
+        for k in 1..model.num_status_quo() {
+            let plan = model.build_status_quo_plan(k).unwrap();
+            let d = max_diff(&plan, &fx, &format!("status_quo{k}"));
+            eprintln!("{} status_quo{k}: {d}", model.manifest().task);
+            assert!(d.ok(), "{} status_quo{k}: {d}", dir.display());
+        }
+        assert!(model.build_status_quo_plan(model.num_status_quo()).is_err());
     }
 }
 

@@ -44,6 +44,12 @@ pub struct Manifest {
     pub vanilla: Vanilla,
     /// The capacity ladder, smallest first.
     pub descendants: Vec<DescendantSpec>,
+    /// Optional standalone smaller models, largest first (same fields as [`Vanilla`]): what a
+    /// user trains today to get a cheaper fixed model (the forge exports its pruned and
+    /// retrained roadmap models here). Not nested and never served by the node: the
+    /// benchmark's status quo levels beyond the vanilla model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_quo: Vec<Vanilla>,
 }
 
 /// Colour space the runtime converts camera pixels to before normalising.
@@ -297,7 +303,13 @@ impl Manifest {
             ("bn_stats", &self.bn_stats.file, &self.bn_stats.sha256),
             ("fixtures", &self.fixtures.file, &self.fixtures.sha256),
             ("vanilla", &self.vanilla.file, &self.vanilla.sha256),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            self.status_quo
+                .iter()
+                .map(|m| ("status_quo", &m.file, &m.sha256)),
+        ) {
             if !is_plain_file_name(file) {
                 return Err(invalid(
                     path,

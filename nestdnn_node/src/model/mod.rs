@@ -413,7 +413,16 @@ impl MultiCapacityModel {
     }
 
     fn load_vanilla(dir: &Path, manifest: &Manifest) -> Result<(Master, Analysis), ModelError> {
-        let (vpath, vbytes) = read_checked(dir, &manifest.vanilla.file, &manifest.vanilla.sha256)?;
+        Self::load_standalone(dir, manifest, &manifest.vanilla)
+    }
+
+    /// Reads, hash-checks and analyses a standalone (unsliced) model file of the folder.
+    fn load_standalone(
+        dir: &Path,
+        manifest: &Manifest,
+        spec: &manifest::Vanilla,
+    ) -> Result<(Master, Analysis), ModelError> {
+        let (vpath, vbytes) = read_checked(dir, &spec.file, &spec.sha256)?;
         let proto = decode_onnx(&vpath, &vbytes)?;
         drop(vbytes);
         let master = Master::from_proto(proto).map_err(in_file(&vpath))?;
@@ -535,6 +544,43 @@ impl MultiCapacityModel {
     pub fn build_vanilla_plan(&self) -> Result<DescendantPlan, ModelError> {
         self.build("vanilla", None, || {
             let (m, a) = Self::load_vanilla(&self.dir, &self.manifest)?;
+            m.materialize(&a, &BnSource::Graph)
+        })
+    }
+
+    /// Number of status-quo models: the vanilla model, then the manifest's standalone smaller
+    /// models (`status_quo`, largest first).
+    pub fn num_status_quo(&self) -> usize {
+        1 + self.manifest.status_quo.len()
+    }
+
+    /// The manifest entry of status-quo model `level` (0: the vanilla model).
+    pub fn status_quo_spec(&self, level: usize) -> Option<&manifest::Vanilla> {
+        match level {
+            0 => Some(&self.manifest.vanilla),
+            k => self.manifest.status_quo.get(k - 1),
+        }
+    }
+
+    /// Builds the plan of status-quo model `level` (0: [`Self::build_vanilla_plan`]; k: the
+    /// k-th standalone smaller model), re-reading its file (hash-checked), as a user's node
+    /// loads its one fixed model.
+    ///
+    /// # Errors
+    /// [`ModelError::NoSuchDescendant`] for a level the manifest lacks; file errors;
+    /// [`ModelError::Tract`].
+    pub fn build_status_quo_plan(&self, level: usize) -> Result<DescendantPlan, ModelError> {
+        let spec = self
+            .status_quo_spec(level)
+            .ok_or(ModelError::NoSuchDescendant {
+                index: level,
+                count: self.num_status_quo(),
+            })?;
+        if level == 0 {
+            return self.build_vanilla_plan();
+        }
+        self.build("status_quo", None, || {
+            let (m, a) = Self::load_standalone(&self.dir, &self.manifest, spec)?;
             m.materialize(&a, &BnSource::Graph)
         })
     }
