@@ -266,8 +266,8 @@ fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineModel, Bench
     })
 }
 
-/// Runs every descendant of `model`, and its vanilla model, over `frames` (real tract
-/// inference, one thread).
+/// Runs every descendant of `model`, and its status-quo models (the vanilla model, then its
+/// standalone smaller ones), over `frames` (real tract inference, one thread).
 ///
 /// # Errors
 /// [`BenchError::Model`] when a plan cannot be built or run.
@@ -287,7 +287,9 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
         out.cpu_s.push(m.cpu_s);
         out.correct.push(m.correct);
     }
-    out.status_quo
-        .push(pass(&model.build_vanilla_plan()?, frames)?);
+    for level in 0..model.num_status_quo() {
+        out.status_quo
+            .push(pass(&model.build_status_quo_plan(level)?, frames)?);
+    }
     Ok(out)
 }

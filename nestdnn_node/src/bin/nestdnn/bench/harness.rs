@@ -18,10 +18,9 @@ use nestdnn::runtime::{Completed, Runtime, RuntimeOptions, TaskSetup};
 use nestdnn::scheduler::{Budget, Ladder, Objective, Plan, Planner, TaskStatus};
 
 use super::data::AppFrames;
-use super::tenant::{water_fill, Loads, Residency, Tenant};
+use super::tenant::{status_quo_model, water_fill, Loads, Residency, Tenant};
 use super::workload::{
-    planner, RunSchedule, Setting, APPS, CAMERA_HZ, MONITOR_PERIOD_S, N_APPS, STATUS_QUO_LEVELS,
-    TARGET_FPS,
+    planner, RunSchedule, Setting, APPS, CAMERA_HZ, MONITOR_PERIOD_S, N_APPS, TARGET_FPS,
 };
 use super::BenchError;
 
@@ -76,7 +75,8 @@ impl System {
 
 /// The sweep of `setting`: every status-quo level, then both objectives at every alpha.
 pub fn sweep(setting: &Setting) -> Vec<System> {
-    let mut v: Vec<System> = STATUS_QUO_LEVELS
+    let mut v: Vec<System> = setting
+        .status_quo_levels
         .iter()
         .map(|&level| System::StatusQuo { level })
         .collect();
@@ -97,9 +97,10 @@ pub struct App {
     pub frames: AppFrames,
     /// The ladder the planner starts from.
     pub ladder: Ladder,
-    /// CPU seconds one frame of the status quo's model takes (hot loop, offline): the demand
-    /// the OS's work-conserving share sees before the run measures it.
-    pub status_quo_cpu_s: f64,
+    /// CPU seconds one frame of each status-quo model takes (hot loop, offline; index =
+    /// the app's status-quo model): the demand the OS's work-conserving share sees before the
+    /// run measures it.
+    pub status_quo_cpu_s: Vec<f64>,
 }
 
 /// One monitor sample of a run.
@@ -171,6 +172,9 @@ pub struct SystemRun {
     pub errors: u64,
     /// Thread CPU time of inference, seconds.
     pub cpu_s: f64,
+    /// CPU time of the whole benchmark process during this system's run (every thread:
+    /// inference, loads, builds, the camera clock, result handling, the monitor), seconds.
+    pub process_cpu_s: f64,
     /// Estimated CPU time of on-demand plan builds (planned switches x build time), seconds.
     pub build_cpu_s: f64,
     /// Model loads (app starts; status quo: reloads after evictions), measured.
@@ -197,6 +201,17 @@ pub struct SystemRun {
 }
 
 impl SystemRun {
+    /// CPU milliseconds per processed frame spent outside inference and model work: the
+    /// process's CPU during the run less the workers' inference CPU (which holds the loads:
+    /// they run on the workers) and the plan builds, over the processed frames.
+    pub fn outside_inference_ms_per_frame(&self) -> f64 {
+        if self.processed == 0 {
+            return f64::NAN;
+        }
+        let rest = self.process_cpu_s - self.cpu_s - self.build_cpu_s;
+        rest.max(0.0) * 1e3 / self.processed as f64
+    }
+
     /// Processed frames per second, all apps.
     pub fn fps(&self) -> f64 {
         if self.run_s > 0.0 {
@@ -372,6 +387,7 @@ fn run_system(
 ) -> Result<(SystemRun, Vec<BudgetSample>), BenchError> {
     let budget0 = Budget::new(schedule.compute_cores, schedule.memory_bytes);
     let epoch = Instant::now();
+    let process0 = process_cpu_s();
     let sys = vec![Sys::start(system, apps, budget0, epoch)?];
     let mut monitor = Monitor::new(MonitorSettings {
         headroom: Headroom {
@@ -420,7 +436,7 @@ fn run_system(
         budget_trace,
         ..
     } = live;
-    let run = sys
+    let mut run = sys
         .into_iter()
         .zip(offered)
         .map(|(s, offered)| s.finish(run_s, &offered))
@@ -428,7 +444,27 @@ fn run_system(
         .ok_or_else(|| BenchError::Data {
             what: "no system ran".into(),
         })?;
+    run.process_cpu_s = process_cpu_s() - process0;
     Ok((run, budget_trace))
+}
+
+/// The status quo's sweep level of `system` (0 for NestDNN, which has none).
+fn system_level(system: System) -> usize {
+    match system {
+        System::StatusQuo { level } => level,
+        System::Nestdnn { .. } => 0,
+    }
+}
+
+/// CPU seconds this process has used (user + system, every thread, `getrusage`).
+fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given; RUSAGE_SELF is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return f64::NAN;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 impl Sys {
@@ -454,7 +490,7 @@ impl Sys {
             let model: Arc<MultiCapacityModel> = a.model.clone();
             let labels = a.frames.labels.clone();
             let slot = Arc::new(match &residency {
-                Some(r) => Tenant::fixed(i, model, labels, r.clone()),
+                Some(r) => Tenant::fixed(i, model, labels, r.clone(), system_level(system)),
                 None => Tenant::nested(i, model, labels, 0),
             });
             setups.push(TaskSetup {
@@ -498,7 +534,13 @@ impl Sys {
             rt,
             slots,
             residency,
-            status_quo_cpu_s: apps.iter().map(|a| a.status_quo_cpu_s).collect(),
+            status_quo_cpu_s: apps
+                .iter()
+                .map(|a| {
+                    let level = status_quo_model(&a.model, system_level(system));
+                    a.status_quo_cpu_s.get(level).copied().unwrap_or(f64::NAN)
+                })
+                .collect(),
             planner,
             acc,
             last_desc: vec![None; apps.len()],
@@ -544,6 +586,7 @@ impl Sys {
             correct: acc.correct.iter().sum(),
             errors: counters.iter().map(|c| c.errors).sum(),
             cpu_s: counters.iter().map(|c| c.cpu_time_s).sum(),
+            process_cpu_s: 0.0,
             build_cpu_s: self.build_cpu_s,
             loads,
             switches: counters.iter().map(|c| c.switches).sum(),

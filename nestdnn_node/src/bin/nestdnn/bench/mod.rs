@@ -98,7 +98,7 @@ enum Cmd {
 #[derive(Debug, clap::Args)]
 struct Multitenant {
     /// The CI smoke setting (2 runs of 15 s, 3 systems) instead of the full one (6 runs of
-    /// 40 s, 7 systems).
+    /// 40 s, 9 systems).
     #[arg(long)]
     quick: bool,
     /// Write the JSON report here; the plots go beside it (`<stem>-curves.svg`,
@@ -211,7 +211,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
         "bench: reading the labelled frames of {}",
         recordings.display()
     );
-    let frames = load_frames(&recordings, "recording", &models)?;
+    let frames = load_frames(&recordings, workload::BAG, &models)?;
     let mut apps = Vec::new();
     let mut offline = Vec::new();
     let mut offline_runs = Vec::new();
@@ -251,7 +251,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             "master_bytes": model.master_bytes(),
             "status_quo": off.status_quo,
         }));
-        let status_quo_cpu_s = off.status_quo.first().map_or(f64::NAN, |m| m.cpu_s);
+        let status_quo_cpu_s = off.status_quo.iter().map(|m| m.cpu_s).collect();
         offline_runs.push(off);
         apps.push(App {
             model: model.clone(),
@@ -347,6 +347,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
         },
         "offline": offline,
         "ladder_span": report::ladder_span(&offline_runs, &runs),
+        "overhead": report::overhead(&offline_runs, &runs),
         "wall_s": wall.elapsed().as_secs_f64(),
     });
     let mut rep = report::build(&setting, &runs, extra);
@@ -491,7 +492,14 @@ fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> 
                     let v: Vec<f64> = out
                         .systems
                         .iter()
-                        .filter(|s| s.system == System::StatusQuo { level })
+                        .filter(|s| match s.system {
+                            // The sweep level that runs this model of the app (an app with
+                            // fewer models runs its smallest at the higher levels).
+                            System::StatusQuo { level: l } => {
+                                l.min(o.status_quo.len().saturating_sub(1)) == level
+                            }
+                            System::Nestdnn { .. } => false,
+                        })
                         .filter_map(|s| s.cpu_per_frame_s.get(i)?.first().copied().flatten())
                         .filter(|x| x.is_finite() && *x > 0.0)
                         .collect();

@@ -99,7 +99,11 @@ pub fn simulate_run(
         System::StatusQuo { level } => (
             status_quo_latency_s
                 .iter()
-                .map(|l| vec![l.get(level).copied().unwrap_or(f64::NAN)])
+                .map(|l| {
+                    // An app with fewer status-quo models runs its smallest (as the tenant).
+                    let k = level.min(l.len().saturating_sub(1));
+                    vec![l.get(k).copied().unwrap_or(f64::NAN)]
+                })
                 .collect::<Vec<_>>(),
             Some(level),
         ),
@@ -143,7 +147,10 @@ pub fn simulate_run(
                 let ok = offline
                     .get(task)
                     .and_then(|o| match sq_level {
-                        Some(l) => o.status_quo.get(l).map(|m| &m.correct),
+                        Some(l) => o
+                            .status_quo
+                            .get(l.min(o.status_quo.len().saturating_sub(1)))
+                            .map(|m| &m.correct),
                         None => o.correct.get(descendant),
                     })
                     .and_then(|c| c.get(frame as usize))

@@ -6,9 +6,10 @@
 //!   the app stops the slot is dropped. Switches then build descendants on demand, as the node
 //!   does.
 //! * **Status quo** ([`Tenant::fixed`]): one fixed model chosen up front, the app's vanilla
-//!   model (trained conventionally, not a nested descendant). It is loaded on the app's first
-//!   frame ([`MultiCapacityModel::build_vanilla_plan`]: `vanilla.onnx` read from disk,
-//!   hash-checked, parsed and optimized by tract). The system's loaded models live in one
+//!   model (trained conventionally, not a nested descendant) or one of its standalone smaller
+//!   models (pruned from the vanilla model and retrained on their own; the sweep's levels).
+//!   It is loaded on the app's first frame ([`MultiCapacityModel::build_status_quo_plan`]:
+//!   the ONNX file read from disk, hash-checked, parsed and optimized by tract). The system's loaded models live in one
 //!   [`Residency`]: when they exceed the memory budget, the least recently used model of
 //!   another app is evicted, and that app reloads on its next frame, paying the load again.
 //!
@@ -201,7 +202,16 @@ enum Kind {
     },
     Fixed {
         residency: Arc<Mutex<Residency>>,
+        /// The app's status-quo model (index into its status-quo models).
+        level: usize,
     },
+}
+
+/// The status-quo model app `model` runs at the sweep's `level`: its `level`-th model (0: the
+/// vanilla model, then its standalone smaller models, largest first), or its smallest one
+/// where it has fewer (the light apps ship only the vanilla model).
+pub fn status_quo_model(model: &MultiCapacityModel, level: usize) -> usize {
+    level.min(model.num_status_quo().saturating_sub(1))
 }
 
 /// One app in one system: its model with real loads; [`InferenceModel`] for the task
@@ -243,19 +253,25 @@ impl Tenant {
         }
     }
 
-    /// The status quo's tenant for app `app`: `model`'s vanilla model, loaded into the
-    /// system's `residency`.
+    /// The status quo's tenant for app `app`: `model`'s status-quo model `level` (0: the
+    /// vanilla model; k: its k-th standalone smaller model, or its smallest where it has
+    /// fewer, see [`status_quo_model`]), loaded into the system's `residency`.
     pub fn fixed(
         app: usize,
         model: Arc<MultiCapacityModel>,
         labels: Arc<Vec<usize>>,
         residency: Arc<Mutex<Residency>>,
+        level: usize,
     ) -> Self {
+        let model_level = status_quo_model(&model, level);
         Tenant {
             app,
             model,
             labels,
-            kind: Kind::Fixed { residency },
+            kind: Kind::Fixed {
+                residency,
+                level: model_level,
+            },
         }
     }
 
@@ -266,7 +282,7 @@ impl Tenant {
                 epoch.fetch_add(1, Ordering::AcqRel);
                 *slot.write() = None;
             }
-            Kind::Fixed { residency } => residency.lock().release(self.app),
+            Kind::Fixed { residency, .. } => residency.lock().release(self.app),
         }
     }
 
@@ -275,7 +291,7 @@ impl Tenant {
     pub fn memory_bytes(&self) -> u64 {
         match &self.kind {
             Kind::Nested { slot, .. } => slot.read().as_ref().map_or(0, ModelSlot::memory_bytes),
-            Kind::Fixed { residency } => residency.lock().bytes(self.app),
+            Kind::Fixed { residency, .. } => residency.lock().bytes(self.app),
         }
     }
 
@@ -351,6 +367,7 @@ impl Tenant {
     fn run_fixed(
         &self,
         residency: &Mutex<Residency>,
+        level: usize,
         state: &mut TenantState,
         frame: usize,
         input: &[f32],
@@ -359,7 +376,7 @@ impl Tenant {
         let (plan, generation) = match hit {
             Some(x) => x,
             None => {
-                let (plan, cpu, wall) = measured(|| self.model.build_vanilla_plan());
+                let (plan, cpu, wall) = measured(|| self.model.build_status_quo_plan(level));
                 let plan = plan?;
                 let g = residency.lock().admit(self.app, plan.clone(), cpu, wall);
                 (plan, g)
@@ -397,7 +414,9 @@ impl InferenceModel for Tenant {
     ) -> Result<Served<bool>, ModelError> {
         match &self.kind {
             Kind::Nested { .. } => self.run_nested(state, frame, &input),
-            Kind::Fixed { residency } => self.run_fixed(residency, state, frame, &input),
+            Kind::Fixed { residency, level } => {
+                self.run_fixed(residency, *level, state, frame, &input)
+            }
         }
     }
 

@@ -36,10 +36,11 @@
 //! # Systems and their knobs
 //! * **Status quo** (what a user does today, [`super::tenant`]): every app runs one fixed
 //!   model chosen up front, its **vanilla** model (trained conventionally, not a nested
-//!   descendant; [`STATUS_QUO_LEVELS`] indexes the app's status-quo models, and the committed
-//!   apps ship only the vanilla one). It is loaded from disk when the app starts (a real load,
-//!   charged in CPU and latency to the app, as NestDNN's load of its multi-capacity model
-//!   is); when the loaded models exceed the memory budget, the least recently used one is
+//!   descendant) at level 0, or at level k its k-th standalone smaller model (pruned from the
+//!   vanilla model and retrained on its own; an app with fewer runs its smallest);
+//!   [`STATUS_QUO_LEVELS`] is the sweep, and the light apps ship only the vanilla model. It
+//!   is loaded from disk when the app starts (a real load, charged in CPU and latency to the
+//!   app, as NestDNN's load of its multi-capacity model is); when the loaded models exceed the memory budget, the least recently used one is
 //!   evicted and reloaded on its app's next frame, dropping frames meanwhile. The OS shares the
 //!   device's cores work-conservingly: an app that needs less than an equal share leaves the
 //!   rest to the others ([`super::tenant::water_fill`] over each app's measured demand at the
@@ -87,6 +88,12 @@ pub const APPS: [&str; N_APPS] = [
     "digits_resnet",
 ];
 
+/// Which apps are heavy (index into [`APPS`]; none of the light 28x28 apps is).
+pub const HEAVY: [bool; N_APPS] = [false; N_APPS];
+
+/// The recording (a bag of `test/bags/recordings.json`) whose labelled frames feed the apps.
+pub const BAG: &str = "recording";
+
 /// Camera rate of every app, frames per second.
 pub const CAMERA_HZ: f64 = 30.0;
 
@@ -123,8 +130,9 @@ pub const MONITOR_PERIOD_S: f64 = 0.5;
 /// Share quantum of the planner, cores (the smallest the scheduler allows).
 pub const SHARE_STEP: f64 = 0.005;
 
-/// The status quo's models in the sweep (indexes into each app's status-quo models; 0 = the
-/// vanilla model).
+/// The status quo's levels in the full sweep (0 = every app's vanilla model; k = each app's
+/// k-th standalone smaller model, or its smallest where it has fewer; the light apps ship the
+/// vanilla model only). `--quick` runs level 0 only.
 pub const STATUS_QUO_LEVELS: [usize; 1] = [0];
 
 /// The status quo proper: the vanilla model.
@@ -144,6 +152,8 @@ pub struct Setting {
     pub seeds: &'static [u64],
     /// NestDNN's alphas (each with both objectives).
     pub alphas: &'static [f64],
+    /// The status quo's levels.
+    pub status_quo_levels: &'static [usize],
 }
 
 /// The setting of `docs/benchmarks.md`: 6 runs of 40 s, 7 systems one after another each.
@@ -152,6 +162,7 @@ pub const FULL: Setting = Setting {
     run_s: 40.0,
     seeds: &[1, 2, 3, 4, 5, 6],
     alphas: &ALPHAS,
+    status_quo_levels: &STATUS_QUO_LEVELS,
 };
 
 /// CI smoke setting: 2 runs of 15 s, 3 systems one after another.
@@ -160,6 +171,7 @@ pub const QUICK: Setting = Setting {
     run_s: 15.0,
     seeds: &[1, 2],
     alphas: &[0.1],
+    status_quo_levels: &[STATUS_QUO_LEVEL],
 };
 
 /// An app starts or stops.
