@@ -496,7 +496,7 @@ fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> 
                             // The sweep level that runs this model of the app (an app with
                             // fewer models runs its smallest at the higher levels).
                             System::StatusQuo { level: l } => {
-                                l.min(o.status_quo.len().saturating_sub(1)) == level
+                                tenant::clamp_level(l, o.status_quo.len()) == level
                             }
                             System::Nestdnn { .. } => false,
                         })

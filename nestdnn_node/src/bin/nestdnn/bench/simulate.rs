@@ -13,6 +13,7 @@ use nestdnn::sim::{Assignment, SimEvent, SimOptions, Simulator};
 
 use super::data::Offline;
 use super::harness::{BudgetSample, System};
+use super::tenant::clamp_level;
 use super::tenant::water_fill;
 use super::workload::{planner, RunSchedule, APPS, CAMERA_HZ, N_APPS, TARGET_FPS};
 use super::BenchError;
@@ -101,8 +102,10 @@ pub fn simulate_run(
                 .iter()
                 .map(|l| {
                     // An app with fewer status-quo models runs its smallest (as the tenant).
-                    let k = level.min(l.len().saturating_sub(1));
-                    vec![l.get(k).copied().unwrap_or(f64::NAN)]
+                    vec![l
+                        .get(clamp_level(level, l.len()))
+                        .copied()
+                        .unwrap_or(f64::NAN)]
                 })
                 .collect::<Vec<_>>(),
             Some(level),
@@ -149,7 +152,7 @@ pub fn simulate_run(
                     .and_then(|o| match sq_level {
                         Some(l) => o
                             .status_quo
-                            .get(l.min(o.status_quo.len().saturating_sub(1)))
+                            .get(clamp_level(l, o.status_quo.len()))
                             .map(|m| &m.correct),
                         None => o.correct.get(descendant),
                     })

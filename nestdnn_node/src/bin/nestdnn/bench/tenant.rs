@@ -211,7 +211,13 @@ enum Kind {
 /// vanilla model, then its standalone smaller models, largest first), or its smallest one
 /// where it has fewer (the light apps ship only the vanilla model).
 pub fn status_quo_model(model: &MultiCapacityModel, level: usize) -> usize {
-    level.min(model.num_status_quo().saturating_sub(1))
+    clamp_level(level, model.num_status_quo())
+}
+
+/// The model index that sweep `level` selects among an app's `count` status-quo models (its
+/// smallest where it has fewer).
+pub fn clamp_level(level: usize, count: usize) -> usize {
+    level.min(count.saturating_sub(1))
 }
 
 /// One app in one system: its model with real loads; [`InferenceModel`] for the task
