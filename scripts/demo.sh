@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Main job: replay the bundled multi-camera recording (test/bags/recording: 4 cameras at
-# 30 Hz for 20 s, with resource-budget and task-priority events) through the node core, with
+# Main job: replay the bundled multi-camera recording (test/bags/recording_heavy: 6 cameras at
+# 30 Hz for 20 s, four light tasks and the two heavy apps objects_vgg and items_far_vgg, with
+# resource-budget and task-priority events where they contend) through the node core, with
 # no ROS, no network and no Python: builds the `nestdnn` tool (release), then runs
-#   nestdnn replay test/bags/recording --params params/replay.yaml --profiles test/bags/profiles
+#   nestdnn replay test/bags/recording_heavy --params params/replay_heavy.yaml \
+#     --profiles test/bags/profiles
 # printing a live table once per bag second (per task: descendant, share, fps, accuracy so
 # far, drops) and a final summary, and writes to OUT_DIR (default out/demo/):
 #   report.json   per task frames/processed/dropped/accuracy/switches, every plan + trigger
@@ -15,7 +17,8 @@
 #   --watch X     sleep X wall seconds per bag second (e.g. 0.5) to follow the table live
 #   --realtime    run on the wall clock through the real node core (20 s; real drops and
 #                 frame rates; plans use this machine's profile cache)
-#   --smoke       quick check for CI: the 4 s .db3 recording, no live table, built with the
+#   --smoke       quick check for CI: the 4 s .db3 recording (2 light tasks,
+#                 params/replay.yaml), no live table, built with the
 #                 test profile (reuses what `cargo test` compiled)
 # Deterministic by default: bag time drives a simulator of the runtime with the committed
 # profiles' latencies (the same plans on every machine), and every frame the simulator
@@ -27,7 +30,8 @@ cd "$root"
 out=out/demo
 watch=0
 mode=()
-bag=test/bags/recording
+bag=test/bags/recording_heavy
+params=params/replay_heavy.yaml
 extra=()
 smoke=0
 profile=release
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
 done
 if [ "$smoke" = 1 ]; then
   bag=test/bags/recording_db3
+  params=params/replay.yaml
   extra=(-p digits_vgg.transport:=compressed --every 0)
   out=${out%/}-smoke
   profile=test
@@ -63,7 +68,7 @@ profiles=(--profiles test/bags/profiles)
 mkdir -p "$out"
 echo "==> replaying $bag (results in $out/)" >&2
 set +e
-"$exe" replay "$bag" --params params/replay.yaml "${profiles[@]}" "${mode[@]}" \
+"$exe" replay "$bag" --params "$params" "${profiles[@]}" "${mode[@]}" \
   --watch "$watch" "${extra[@]}" \
   --report "$out/report.json" --plot "$out/plot.svg" --out "$out/results.mcap"
 rc=$?

@@ -35,7 +35,7 @@ fn recordings_match_their_sidecar() {
         serde_json::from_str(&std::fs::read_to_string(bags().join("recordings.json")).unwrap())
             .unwrap();
     let list = side["bags"].as_array().unwrap();
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 3);
     let mut storages = Vec::new();
     for b in list {
         let bag = BagReader::open(bags().join(b["path"].as_str().unwrap())).unwrap();
@@ -174,7 +174,8 @@ fn recordings_match_their_sidecar() {
         storages,
         [
             nestdnn::bag::StorageKind::Mcap,
-            nestdnn::bag::StorageKind::Sqlite3
+            nestdnn::bag::StorageKind::Sqlite3,
+            nestdnn::bag::StorageKind::Mcap
         ]
     );
 }
@@ -183,7 +184,7 @@ fn recordings_match_their_sidecar() {
 #[test]
 #[ignore]
 fn read_throughput() {
-    for name in ["recording", "recording_db3"] {
+    for name in ["recording", "recording_db3", "recording_heavy"] {
         let bag = BagReader::open(bags().join(name)).unwrap();
         let t = std::time::Instant::now();
         let mut bytes = 0usize;

@@ -19,6 +19,8 @@ class_id is the class name from the model manifest labels.
 writes
     OUT_DIR/recording/            MCAP (zstd chunks), 4 cameras, 20 s, budget + priority events
     OUT_DIR/recording_db3/        sqlite3, 2 jpeg cameras, 4 s, events
+    OUT_DIR/recording_heavy/      MCAP, 6 jpeg cameras (the 4 light tasks + the 2 heavy apps
+                                  objects_vgg, items_far_vgg), 20 s, events where they contend
     OUT_DIR/recordings.json       sidecar: cameras (topics, ROI, sizes, frames), events, times
 Reproducible: fixed seeds, no wall-clock time; the same inputs and package versions give the
 same files.
@@ -40,6 +42,7 @@ from skimage.transform import resize
 from bagtools import DEFAULT, LATCHED, ROOT, SENSOR_DATA, header, typestore
 
 sys.path.insert(0, str(ROOT / "models"))
+from pipeline.composite import class_names, generate_u8, get_design  # noqa: E402
 from pipeline.data import DIGIT_LABELS, FASHION_LABELS, heldout  # noqa: E402
 
 SEED = 20181029
@@ -69,14 +72,34 @@ CAMERAS = {
 }
 WIDTH, HEIGHT = 160, 120   # QQVGA: keeps the committed bags at a few MB
 
+# The heavy apps of issue 11 (64x64 RGB, models/build-heavy): each camera's ROI shows the next
+# scene of the app's composite design generated from the *test* split (objects and
+# background photos never seen in training; models/pipeline/composite.py), pasted unscaled
+# (the ROI is the model's input size) into a static real photo (defocused by 2 px, as every
+# background of that bag: smaller frames). JPEG at q90 without chroma
+# subsampling: the scenes are small and colourful, 4:2:0 would smear the objects' colours.
+HEAVY_CAMERAS = {
+    "objects_vgg": dict(design="D", photo="stereo_motorcycle", blur=2.0, roi=(60, 30, 64, 64),
+                        transport="compressed", phase_ms=4.0, latency_ms=4.0),
+    "items_far_vgg": dict(design="E", photo="hubble_deep_field", blur=2.0,
+                          roi=(20, 40, 64, 64), transport="compressed", phase_ms=20.0,
+                          latency_ms=4.0),
+}
+HEAVY_JPEG_QUALITY = 90
+HEAVY_SCENES = 600          # one per frame of a 20 s camera
+HEAVY_SCENE_SEED = 7
+PROFILES = ROOT / "test" / "bags" / "profiles"
+
 
 def check_labels():
     """The ground-truth names must be the manifests' labels where models exist."""
-    for task, cam in CAMERAS.items():
+    wanted = {task: DATASETS[cam["dataset"]][1] for task, cam in CAMERAS.items()}
+    wanted.update({task: class_names(get_design(cam["design"]))
+                   for task, cam in HEAVY_CAMERAS.items()})
+    for task, want in wanted.items():
         m = ROOT / "models" / task / "manifest.yaml"
         if m.exists():
             labels = yaml.safe_load(m.read_text())["labels"]
-            want = DATASETS[cam["dataset"]][1]
             if [str(x) for x in labels] != want:
                 raise SystemExit(f"{m}: labels {labels} differ from {want}")
 
@@ -89,6 +112,8 @@ def background(photo, w, h, blur):
     """The photo centre-cropped and resized to w x h; `blur` (pixels) defocuses it like a
     camera focused on the near object (it also keeps jpeg frames small)."""
     img = getattr(skdata, photo)()
+    if isinstance(img, tuple):   # stereo_motorcycle: (left, right, disparity)
+        img = img[0]
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     img = img[..., :3]
@@ -106,7 +131,7 @@ def background(photo, w, h, blur):
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def composite(bg, digit28, roi):
+def composite_light(bg, digit28, roi):
     x, y, w, h = roi
     k = w // 28
     assert w == h == 28 * k, "ROI must be an integer multiple of 28"
@@ -116,10 +141,29 @@ def composite(bg, digit28, roi):
     return frame
 
 
-def jpeg(rgb):
+def composite_heavy(bg, scene_chw, roi):
+    x, y, w, h = roi
+    assert scene_chw.shape == (3, h, w), "the ROI must be the scene's size"
+    frame = bg.copy()
+    frame[y:y + h, x:x + w] = scene_chw.transpose(1, 2, 0)
+    return frame
+
+
+def jpeg(rgb, quality=JPEG_QUALITY, subsampling=2):
     buf = io.BytesIO()
-    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=2)
+    PILImage.fromarray(rgb).save(buf, format="JPEG", quality=quality, subsampling=subsampling)
     return buf.getvalue()
+
+
+def heavy_demand_cores():
+    """Cores the six tasks of `recording_heavy` need at 30 fps on their largest descendants,
+    from the committed profiles (test/bags/profiles/<task>.json, one core of the reference
+    machine)."""
+    total = 0.0
+    for task in list(CAMERAS) + list(HEAVY_CAMERAS):
+        prof = json.loads((PROFILES / f"{task}.json").read_text())
+        total += max(d["latency_ms_median"] for d in prof["descendants"]) * 1e-3 * FPS
+    return total
 
 
 def events_main():
@@ -165,8 +209,81 @@ def events_db3():
     ]
 
 
-def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None):
-    """Writes one bag; returns its sidecar entry."""
+def events_heavy():
+    """(time_s, topic, type, fields) of `recording_heavy`: the six tasks contend.
+
+    Budgets are fractions of what all six need on their largest descendants at 30 fps
+    (heavy_demand_cores(): the committed profiles; the heavy apps' largest descendants take
+    ~90 % of it): 1.25x runs everything large, then 1/3, 1/2 and 1/4 of the demand, where the
+    heavy apps must step down several descendants and the planner trades them against the
+    light ones; a priority raise and a disabled task change the trade. Rounded to 0.001
+    cores, off the share grid's edges."""
+    demand = heavy_demand_cores()
+    budget = lambda f, load: dict(cpu_cores_available=round(f * demand, 3) + 0.0004,  # noqa: E731
+                                  cpu_load=load, memory_available_bytes=1 << 30,
+                                  battery_percentage=float("nan"), power_supply_status=0)
+    prio = lambda task, p, en: dict(task=task, priority=p, enabled=en)  # noqa: E731
+    B, P = "nestdnn_msgs/msg/ResourceBudget", "nestdnn_msgs/msg/TaskPriority"
+    return [
+        (0.0, BUDGET_TOPIC, B, budget(1.25, 0.2), "initial budget: every task on its largest"),
+        (4.0, BUDGET_TOPIC, B, budget(1 / 3, 0.8),
+         "budget drops to 1/3 of the demand: heavy apps step down"),
+        (8.0, PRIORITY_TOPIC, P, prio("objects_vgg", 10.0, True),
+         "objects_vgg priority up: its capacity rises, the others give way"),
+        (11.0, BUDGET_TOPIC, B, budget(0.5, 0.4), "budget rises to 1/2: larger descendants"),
+        (13.0, PRIORITY_TOPIC, P, prio("items_far_vgg", 1.0, False),
+         "items_far_vgg disabled: its frames ignored, its share goes to the others"),
+        (16.0, PRIORITY_TOPIC, P, prio("items_far_vgg", 1.0, True), "items_far_vgg enabled"),
+        (18.0, BUDGET_TOPIC, B, budget(0.25, 0.9),
+         "budget drops to 1/4: every heavy app near its seed"),
+    ]
+
+
+def light_source(task, cam, data, rng):
+    """(frame n -> (image 28x28 u8, label index), labels, sidecar fields) of a light camera."""
+    x, y, labels = data[cam["dataset"]]
+    order = rng.permutation(len(x))
+    side = dict(scale=cam["roi"][2] // 28, upsample="nearest",
+                dataset=DATASETS[cam["dataset"]][0], split="held-out test")
+
+    def frame(i):
+        j = order[i % len(order)]
+        return x[j], int(y[j])
+
+    def finish(n):
+        # Frame i shows heldout(dataset)[heldout_indices[i]]: lets a test compute a
+        # model's accuracy on exactly these images.
+        side["heldout_indices"] = [int(order[i % len(order)]) for i in range(n)]
+        return side
+    return frame, labels, composite_light, finish
+
+
+def heavy_source(task, cam, n):
+    """As light_source for a heavy camera: scenes of its composite design's test split."""
+    design = get_design(cam["design"])
+    scenes = generate_u8(design, "test", HEAVY_SCENES, HEAVY_SCENE_SEED)
+    labels = class_names(design)
+    side = dict(scale=1, upsample="none",
+                dataset=f"composite design {design.key} ({design.title})",
+                split="test (objects and photos held out from training)",
+                scene_seed=HEAVY_SCENE_SEED,
+                scene_generator="models/pipeline/composite.py generate_u8(design, 'test', "
+                                f"{HEAVY_SCENES}, seed={HEAVY_SCENE_SEED})")
+
+    def frame(i):
+        j = i % len(scenes.y)
+        return scenes.x[j], int(scenes.y[j])
+
+    def finish(n):
+        # Frame i shows scene i % 600 of the generator call above.
+        side["scene_indices"] = [i % len(scenes.y) for i in range(n)]
+        return side
+    return frame, labels, composite_heavy, finish
+
+
+def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None, min_blur=0.0):
+    """Writes one bag; returns its sidecar entry. `transport` overrides every camera's;
+    `min_blur` defocuses every background at least that much (smaller jpeg frames)."""
     T = ts.types
     path = out / name
     if path.exists():
@@ -174,58 +291,63 @@ def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None
     cams = []
     frames = []  # (bag time, topic, type, msg)
     for task in tasks:
-        cam = dict(CAMERAS[task])
-        # Every camera draws its own permutation from its own seed: the same task shows the
-        # same images in every bag.
-        rng = np.random.default_rng([SEED, list(CAMERAS).index(task)])
+        heavy = task in HEAVY_CAMERAS
+        cam = dict(HEAVY_CAMERAS[task] if heavy else CAMERAS[task])
         if transport:
             cam["transport"] = transport
-        x, y, labels = data[cam["dataset"]]
-        order = rng.permutation(len(x))
+        cam["blur"] = max(cam["blur"], min_blur)
+        n = int(duration_s * FPS)
+        if heavy:
+            frame_of, labels, paste, finish = heavy_source(task, cam, n)
+            quality, subsampling = HEAVY_JPEG_QUALITY, 0
+        else:
+            # Every camera draws its own permutation from its own seed: the same task shows
+            # the same images in every bag.
+            rng = np.random.default_rng([SEED, list(CAMERAS).index(task)])
+            frame_of, labels, paste, finish = light_source(task, cam, data, rng)
+            quality, subsampling = JPEG_QUALITY, 2
         cam["width"], cam["height"] = WIDTH, HEIGHT
         bg = background(cam["photo"], WIDTH, HEIGHT, cam["blur"])
         base = image_topic(task)
         topic = base + "/compressed" if cam["transport"] == "compressed" else base
-        n = int(duration_s * FPS)
         counts = np.zeros(len(labels), dtype=int)
         for i in range(n):
             stamp = T0 + round(cam["phase_ms"] * 1e6) + 10_000_000 + i * PERIOD_NS
             bagt = stamp + round(cam["latency_ms"] * 1e6)
-            j = order[i % len(order)]
-            frame = composite(bg, x[j], cam["roi"])
+            img, cls = frame_of(i)
+            frame = paste(bg, img, cam["roi"])
             hdr = header(ts, stamp, f"{task}_camera")
             if cam["transport"] == "compressed":
                 msg = T["sensor_msgs/msg/CompressedImage"](
                     header=hdr, format="rgb8; jpeg compressed rgb8",
-                    data=np.frombuffer(jpeg(frame), dtype=np.uint8))
+                    data=np.frombuffer(jpeg(frame, quality, subsampling), dtype=np.uint8))
                 frames.append((bagt, topic, "sensor_msgs/msg/CompressedImage", msg))
             else:
                 msg = T["sensor_msgs/msg/Image"](
                     header=hdr, height=cam["height"], width=cam["width"], encoding="rgb8",
                     is_bigendian=0, step=cam["width"] * 3, data=frame.reshape(-1))
                 frames.append((bagt, topic, "sensor_msgs/msg/Image", msg))
-            label = labels[int(y[j])]
-            counts[int(y[j])] += 1
+            label = labels[cls]
+            counts[cls] += 1
             gt = T["vision_msgs/msg/Classification"](
                 header=header(ts, stamp, f"{task}_camera"),
                 results=[T["vision_msgs/msg/ObjectHypothesis"](class_id=label, score=1.0)])
             frames.append((bagt + 1000, base + "/ground_truth", "vision_msgs/msg/Classification",
                            gt))
+        side = finish(n)
         cams.append(dict(
             task=task, image_topic=base, topic=topic, transport=cam["transport"],
             ground_truth_topic=base + "/ground_truth", frame_id=f"{task}_camera",
             width=cam["width"], height=cam["height"],
             encoding="rgb8" if cam["transport"] == "raw" else "rgb8; jpeg compressed rgb8",
-            jpeg_quality=JPEG_QUALITY if cam["transport"] == "compressed" else None,
-            roi=list(cam["roi"]), scale=cam["roi"][2] // 28, upsample="nearest",
+            jpeg_quality=quality if cam["transport"] == "compressed" else None,
+            roi=list(cam["roi"]), scale=side.pop("scale"), upsample=side.pop("upsample"),
             background=f"skimage.data.{cam['photo']}", background_blur_px=cam["blur"],
             fps=FPS, frames=n,
             first_stamp_ns=T0 + round(cam["phase_ms"] * 1e6) + 10_000_000,
-            dataset=DATASETS[cam["dataset"]][0], split="held-out test",
+            dataset=side.pop("dataset"), split=side.pop("split"),
             class_counts={labels[c]: int(k) for c, k in enumerate(counts)},
-            # Frame i shows heldout(dataset)[heldout_indices[i]]: lets a test compute a
-            # model's accuracy on exactly these images.
-            heldout_indices=[int(order[i % len(order)]) for i in range(n)]))
+            **side))
 
     ev_out = []
     for k, (t_s, topic, typ, fields, why) in enumerate(events):
@@ -288,6 +410,8 @@ def main(argv):
                  data),
             make(out, "recording_db3", StoragePlugin.SQLITE3, ["fashion_resnet", "digits_vgg"],
                  4.0, events_db3(), ts, data, transport="compressed"),
+            make(out, "recording_heavy", StoragePlugin.MCAP, list(CAMERAS) + list(HEAVY_CAMERAS),
+                 20.0, events_heavy(), ts, data, transport="compressed", min_blur=2.0),
         ])
     (out / "recordings.json").write_text(json.dumps(side, indent=1) + "\n")
     print(f"{out / 'recordings.json'}")
