@@ -715,6 +715,8 @@ struct SimTask {
     labels: Vec<String>,
     names: Vec<String>,
     accuracies: Vec<f64>,
+    /// Cores the task needs at its target frame rate on its largest descendant.
+    need_cores: f64,
     plans: Vec<Option<(DescendantPlan, PlanState)>>,
     /// Pre-processed frames offered to the simulator, by frame id.
     /// Each with its header, arrival (bag s) and measured pre-processing time (wall s).
@@ -773,7 +775,9 @@ impl Deterministic {
             let l = load_task(t, &opts.profiles)?;
             report.profiles.insert(t.name.clone(), l.origin.clone());
             let pre = preprocessor(t, &l.model)?;
-            latencies.push(l.ladder.rungs().iter().map(|r| r.latency_s).collect());
+            let lat: Vec<f64> = l.ladder.rungs().iter().map(|r| r.latency_s).collect();
+            let need_cores = lat.iter().copied().fold(0.0, f64::max) * t.target_fps;
+            latencies.push(lat);
             specs.push(t.spec(l.ladder));
             let m = l.model.manifest();
             let tally = Tally::for_task(i, t);
@@ -782,6 +786,7 @@ impl Deterministic {
                 labels: m.labels.clone(),
                 names: m.descendants.iter().map(|d| d.name.clone()).collect(),
                 accuracies: m.descendants.iter().map(|d| d.accuracy).collect(),
+                need_cores,
                 model: l.model,
                 pre,
                 plans: Vec::new(),
@@ -988,10 +993,19 @@ impl Deterministic {
         let (budget, _) = self.planner.budget();
         // Frames counted since the last snapshot (a whole period at a tick, less at the end).
         let window = (self.now - (self.next_tick - self.period)).clamp(1e-3, self.period);
+        let demanding = |s: TaskStatus| matches!(s, TaskStatus::Running | TaskStatus::Paused);
         Progress {
             time: self.now,
             budget_cores: budget.cpu_cores,
             plans: self.report.plans.len(),
+            demand_cores: Some(
+                self.tasks
+                    .iter()
+                    .zip(&plan.tasks)
+                    .filter(|(_, tp)| demanding(tp.status))
+                    .map(|(k, _)| k.need_cores)
+                    .sum(),
+            ),
             tasks: self
                 .tasks
                 .iter()
@@ -1007,6 +1021,7 @@ impl Deterministic {
                     dropped: k.tally.report.dropped_replaced
                         + k.tally.report.dropped_paused
                         + k.tally.report.dropped_at_end,
+                    need_cores: Some(k.need_cores),
                 })
                 .collect(),
         }

@@ -41,15 +41,14 @@ fn bag_entry(name: &str) -> Value {
 }
 
 fn config(overrides: &[(&str, &str)]) -> NodeConfig {
+    config_from("params/replay.yaml", overrides)
+}
+
+fn config_from(params: &str, overrides: &[(&str, &str)]) -> NodeConfig {
     let o = overrides
         .iter()
         .map(|(k, v)| (k.to_string(), serde_yaml::from_str(v).unwrap()));
-    NodeConfig::load(
-        &root().join("params/replay.yaml"),
-        &NodeName::parse("/nestdnn_node"),
-        o,
-    )
-    .unwrap()
+    NodeConfig::load(&root().join(params), &NodeName::parse("/nestdnn_node"), o).unwrap()
 }
 
 fn opts(out: Option<PathBuf>) -> ReplayOptions {
@@ -331,6 +330,45 @@ fn mcap_recording_accuracy_events_determinism_and_output() {
         }
     }
     assert!(v["plans"][0]["time"].is_number() && v["plans"][0]["trigger"].is_string());
+}
+
+/// The demo's recording: four light tasks and the two heavy apps. Accuracy within three
+/// binomial standard deviations of the serving descendants' (600 frames cannot resolve 1.5
+/// points on the heavy apps, whose descendants sit at 53-86 %), plans that move with every
+/// event, and a live table that shows the demand against the budget.
+#[test]
+fn heavy_recording_plans_follow_the_demand_against_the_budget() {
+    let bag = root().join("test/bags/recording_heavy");
+    let entry = bag_entry("recording_heavy");
+    let cfg = config_from("params/replay_heavy.yaml", &[]);
+    let mut snaps = Vec::new();
+    let r = replay(&bag, &cfg, &opts(None), &mut |p| snaps.push(p.clone())).unwrap();
+    assert_eq!(r.status, Status::Ok, "{:?}", r.errors);
+    check_accuracy(&r, &entry, None);
+    check_events(&r, &entry);
+    // The heavy apps step down when the budget falls to a third of the demand (4 s).
+    for task in ["objects_vgg", "items_far_vgg"] {
+        let (b, a) = (plan_before(&r, 4.0), plan_at(&r, 4.0, "budget"));
+        let (b, a) = (b.task(task).unwrap(), a.task(task).unwrap());
+        assert!(
+            a.descendant_index < b.descendant_index,
+            "{task}: {b:?} -> {a:?}"
+        );
+    }
+    // The live table: the running tasks' demand against the budget.
+    let at = |t: f64| snaps.iter().find(|p| p.time >= t).unwrap();
+    let ratio = |t: f64| at(t).demand_cores.unwrap() / at(t).budget_cores;
+    assert!(ratio(2.0) < 1.0, "{:?}", at(2.0));
+    assert!((2.5..3.5).contains(&ratio(6.0)), "{:?}", at(6.0));
+    assert!(ratio(19.0) > 3.5, "{:?}", at(19.0));
+    let table = at(6.0).table();
+    assert!(
+        table.contains("x the budget") && table.contains("need"),
+        "{table}"
+    );
+    for t in &at(6.0).tasks {
+        assert!(t.need_cores.unwrap() > 0.0, "{t:?}");
+    }
 }
 
 #[test]

@@ -466,6 +466,7 @@ fn snapshot(app: &App, recorder: &Recorder, tallies: &[Tally], t: f64, period: f
         time: t,
         budget_cores: plan.budget.cpu_cores,
         plans: recorder.rec.lock().plans.len(),
+        demand_cores: None,
         tasks: tallies
             .iter()
             .zip(&plan.tasks)
@@ -478,6 +479,7 @@ fn snapshot(app: &App, recorder: &Recorder, tallies: &[Tally], t: f64, period: f
                 accuracy: k.accuracy(),
                 processed: k.report.processed,
                 dropped: k.report.frames.saturating_sub(k.report.processed),
+                need_cores: None,
             })
             .collect(),
     }

@@ -220,6 +220,9 @@ pub struct TaskProgress {
     pub processed: u64,
     /// Frames dropped so far.
     pub dropped: u64,
+    /// Cores the task needs at its target frame rate on its largest descendant (its share of
+    /// the demand), where the replay knows its latencies (deterministic replay).
+    pub need_cores: Option<f64>,
 }
 
 /// State at one bag time, for live tables.
@@ -231,6 +234,9 @@ pub struct Progress {
     pub budget_cores: f64,
     /// Plans made so far.
     pub plans: usize,
+    /// Demand: the cores the running and paused tasks need at their target frame rates on
+    /// their largest descendants (the sum of their `need_cores`), where known.
+    pub demand_cores: Option<f64>,
     /// Per task, configuration order.
     pub tasks: Vec<TaskProgress>,
 }
@@ -238,13 +244,21 @@ pub struct Progress {
 impl Progress {
     /// A compact text table (one header line, one line per task).
     pub fn table(&self) -> String {
+        let demand = match self.demand_cores {
+            Some(d) if self.budget_cores > 0.0 => format!(
+                "  demand {d:.3} cores ({:.1}x the budget)",
+                d / self.budget_cores
+            ),
+            Some(d) => format!("  demand {d:.3} cores"),
+            None => String::new(),
+        };
         let mut s = format!(
-            "t={:5.1}s  budget {:.3} cores  plans {}\n",
+            "t={:5.1}s  budget {:.3} cores{demand}  plans {}\n",
             self.time, self.budget_cores, self.plans
         );
         s.push_str(&format!(
-            "  {:<16} {:<9} {:>6} {:>6} {:>7} {:>9} {:>6}\n",
-            "task", "desc", "share", "fps", "acc", "processed", "drops"
+            "  {:<16} {:<9} {:>6} {:>6} {:>6} {:>7} {:>9} {:>6}\n",
+            "task", "desc", "need", "share", "fps", "acc", "processed", "drops"
         ));
         for t in &self.tasks {
             let desc = match (&t.descendant, t.status.as_str()) {
@@ -254,9 +268,12 @@ impl Progress {
             let acc = t
                 .accuracy
                 .map_or_else(|| "-".to_string(), |a| format!("{:.1}%", a * 100.0));
+            let need = t
+                .need_cores
+                .map_or_else(|| "-".to_string(), |n| format!("{n:.3}"));
             s.push_str(&format!(
-                "  {:<16} {:<9} {:>6.3} {:>6.1} {:>7} {:>9} {:>6}\n",
-                t.task, desc, t.share, t.fps, acc, t.processed, t.dropped
+                "  {:<16} {:<9} {:>6} {:>6.3} {:>6.1} {:>7} {:>9} {:>6}\n",
+                t.task, desc, need, t.share, t.fps, acc, t.processed, t.dropped
             ));
         }
         s
