@@ -276,7 +276,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             break;
         };
         eprintln!(
-            "bench: run {}/{n_runs} (seed {}, {:.2} cores, {} MiB, {} s, {} systems one after another)",
+            "bench: run {}/{n_runs} (seed {}, {:.3} cores, {} MiB, {} s, {} systems one after another)",
             i + 1,
             sched.seed,
             sched.compute_cores,

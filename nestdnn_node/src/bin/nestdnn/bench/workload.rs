@@ -48,8 +48,9 @@
 //!   model chosen up front, its **vanilla** model (trained conventionally, not a nested
 //!   descendant) at level 0, or at level k its k-th standalone smaller model (pruned from the
 //!   vanilla model and retrained on its own; an app with fewer runs its smallest);
-//!   [`STATUS_QUO_LEVELS`] is the sweep (levels 0, 2, 4: the heavy apps' vanilla, 3rd and 5th
-//!   standalone models), and the light apps ship only the vanilla model. It
+//!   [`STATUS_QUO_LEVELS`] is the sweep (levels 0, 2, 4: the heavy apps' vanilla model and
+//!   their 2nd and 4th standalone smaller models, 9.4 and 2.3 MMAC), and the light apps ship
+//!   only the vanilla model. It
 //!   is loaded from disk when the app starts (a real load, charged in CPU and latency to the
 //!   app, as NestDNN's load of its multi-capacity model is); when the loaded models exceed the memory budget, the least recently used one is
 //!   evicted and reloaded on its app's next frame, dropping frames meanwhile. The OS shares the
