@@ -46,21 +46,32 @@ RECIPE = {"optimizer": "SGD nesterov momentum 0.9", "lr": 0.05, "warmup_fraction
           "augmentation": "random 4 px crop (zero pad) + hflip (Fashion-only targets)"}
 
 
+STEMS = ("pool", "strided")
+
+
 class PilotVGG(nn.Module):
     """VGG-11 (configuration A) with BN, channel counts round(c * width) (at least 1), global
-    average pooling and one Linear."""
+    average pooling and one Linear. `stem="strided"`: the first convolution runs at stride 2
+    and the first max-pool goes, so no layer runs at the full input resolution (the same MACs
+    after the stem, a quarter of the stem's)."""
 
-    def __init__(self, width: float, classes: int, in_ch: int = 3):
+    def __init__(self, width: float, classes: int, in_ch: int = 3, stem: str = "pool"):
         super().__init__()
-        layers, c = [], in_ch
+        if stem not in STEMS:
+            raise PipelineError(f"stem must be one of {', '.join(STEMS)}, got {stem!r}")
+        layers, c, first, skip_pool = [], in_ch, True, stem == "strided"
         for v in VGG11:
             if v == "M":
+                if skip_pool:
+                    skip_pool = False
+                    continue
                 layers.append(nn.MaxPool2d(2))
                 continue
             o = max(1, int(round(v * width)))
-            layers += [nn.Conv2d(c, o, 3, padding=1, bias=False), nn.BatchNorm2d(o),
-                       nn.ReLU(inplace=True)]
-            c = o
+            stride = 2 if first and stem == "strided" else 1
+            layers += [nn.Conv2d(c, o, 3, stride=stride, padding=1, bias=False),
+                       nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+            c, first = o, False
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, classes)
@@ -80,9 +91,23 @@ class SceneVGG(PilotVGG):
     VGG-11 at width 0.25 (39.5 MMAC at 64x64x3, the largest width of the pilot table)."""
 
     WIDTH = 0.25
+    STEM = "pool"
 
     def __init__(self, num_classes: int = 10):
-        super().__init__(self.WIDTH, num_classes)
+        super().__init__(self.WIDTH, num_classes, stem=self.STEM)
+
+
+class StridedSceneVGG(SceneVGG):
+    """`SceneVGG` with the strided stem (38.2 MMAC): the candidate fix for the heavy apps'
+    latency span (models/README.md, "Heavy apps")."""
+
+    STEM = "strided"
+
+
+class StridedSceneVGG35(StridedSceneVGG):
+    """The strided-stem network at width 0.35 (74.7 MMAC)."""
+
+    WIDTH = 0.35
 
 
 def count_macs(net: nn.Module, input_shape) -> int:
@@ -138,7 +163,7 @@ def load_results(path: Path) -> dict:
 
 def row_key(r: dict) -> tuple:
     return (r["design"], float(r["width"]), int(r["size"]), int(r["epochs"]),
-            int(r["n_train"]), int(r["n_test"]), int(r["seed"]))
+            int(r["n_train"]), int(r["n_test"]), int(r["seed"]), r.get("stem", "pool"))
 
 
 def append_result(path: Path, row: dict):
@@ -151,8 +176,9 @@ def append_result(path: Path, row: dict):
 
 
 def _ckpt_path(out: Path, key: tuple) -> Path:
-    d, w, s, e, ntr, nte, seed = key
-    return out / ".work" / f"{d}-w{w:g}-s{s}-e{e}-n{ntr}-{nte}-seed{seed}.pt"
+    d, w, s, e, ntr, nte, seed, stem = key
+    tail = "" if stem == "pool" else f"-{stem}"
+    return out / ".work" / f"{d}-w{w:g}-s{s}-e{e}-n{ntr}-{nte}-seed{seed}{tail}.pt"
 
 
 def _save_ckpt(path: Path, state: dict):
@@ -177,14 +203,14 @@ def _lr_at(step: int, total: int, lr: float) -> float:
 
 
 def train_one(design, width: float, data: dict, *, epochs: int, seed: int, out: Path,
-              resume: bool, log=print):
+              resume: bool, stem: str = "pool", log=print):
     """Trains one (design, width) for `epochs` epochs; returns (result row, checkpoint path)."""
     key = (design.key, float(width), int(design.size), int(epochs), len(data["ytr"]),
-           len(data["yte"]), int(seed))
+           len(data["yte"]), int(seed), stem)
     ck = _ckpt_path(out, key)
     s = seed_for("pilot", design.key, f"{width:g}", design.size, seed)
     torch.manual_seed(s)
-    net = PilotVGG(width, design.classes)
+    net = PilotVGG(width, design.classes, stem=stem)
     macs = count_macs(net, (3, design.size, design.size))
     nparams = sum(p.numel() for p in net.parameters())
     batch = RECIPE["batch"]
@@ -210,7 +236,8 @@ def train_one(design, width: float, data: dict, *, epochs: int, seed: int, out: 
     elif ck.exists():
         ck.unlink()
     t_wall = time.time()
-    tag = f"[{design.key} w={width:g} {macs / 1e6:.1f} MMAC]"
+    stem_tag = "" if stem == "pool" else f" {stem}"
+    tag = f"[{design.key} w={width:g}{stem_tag} {macs / 1e6:.1f} MMAC]"
     load0 = os.getloadavg()[0]
     for ep in range(start_epoch, epochs):
         g = torch.Generator().manual_seed(seed_for("pilot-epoch", s, ep))
@@ -252,7 +279,7 @@ def train_one(design, width: float, data: dict, *, epochs: int, seed: int, out: 
     train_acc = evaluate(net, xtr[:TRAIN_EVAL_N], ytr[:TRAIN_EVAL_N], mean, std)
     wall = wall_prev + time.time() - t_wall
     row = {
-        "design": design.key, "title": design.title, "width": float(width),
+        "design": design.key, "title": design.title, "width": float(width), "stem": stem,
         "size": int(design.size), "classes": design.classes, "channels": net.channels(),
         "macs": int(macs), "params": int(nparams), "epochs": int(epochs),
         "n_train": n, "n_test": len(yte), "seed": int(seed),
@@ -284,7 +311,8 @@ def make_data(design, n_train: int, n_test: int, seed: int, log=print) -> dict:
 
 
 # ----------------------------------------------------------------------------- estimate
-def estimate(designs, widths, epochs, n_train, n_test, steps: int = 10, log=print):
+def estimate(designs, widths, epochs, n_train, n_test, steps: int = 10, stem: str = "pool",
+             log=print):
     """Times a few training steps per width (random data) and prints the expected run time."""
     total = 0.0
     for dk in designs:
@@ -292,7 +320,7 @@ def estimate(designs, widths, epochs, n_train, n_test, steps: int = 10, log=prin
         per = 0.0
         for w in widths:
             torch.manual_seed(0)
-            net = PilotVGG(w, d.classes)
+            net = PilotVGG(w, d.classes, stem=stem)
             opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
             x = torch.randn(RECIPE["batch"], 3, d.size, d.size)
             y = torch.randint(0, d.classes, (RECIPE["batch"],))
@@ -318,6 +346,11 @@ def estimate(designs, widths, epochs, n_train, n_test, steps: int = 10, log=prin
 
 
 # ----------------------------------------------------------------------------- table
+def _stem_tag(r: dict) -> str:
+    stem = r.get("stem", "pool")
+    return "" if stem == "pool" else f", {stem} stem"
+
+
 def table(results: dict) -> str:
     rows = results.get("rows", [])
     lines = ["| design | width | MMAC | params | epochs | train / test scenes | train img/s | "
@@ -328,7 +361,8 @@ def table(results: dict) -> str:
                                        r["n_train"], r["macs"]))
     for r in rows:
         lines.append(
-            f"| {r['design']} ({r['size']} px, {r['classes']} cl.) | {r['width']:g} | "
+            f"| {r['design']} ({r['size']} px, {r['classes']} cl.){_stem_tag(r)} | "
+            f"{r['width']:g} | "
             f"{r['macs'] / 1e6:.1f} | {r['params'] / 1e3:.0f}k | {r['epochs']} | "
             f"{r['n_train']} / {r['n_test']} | {r['train_img_s']:.0f} | {r['wall_s'] / 60:.1f} | "
             f"{r['test_top1']:.2f} % | {r['train_top1_2k']:.2f} % |")
@@ -336,14 +370,15 @@ def table(results: dict) -> str:
               "top-1) | span, points | best width |", "|---|---|---|---|---|---|---|"]
     groups = {}
     for r in rows:
-        groups.setdefault((r["design"], r["size"], r["epochs"], r["n_train"], r["n_test"]),
-                          []).append(r)
-    for (dk, size, ep, _ntr, _nte), rs in groups.items():
+        groups.setdefault((r["design"], r["size"], r["epochs"], r["n_train"], r["n_test"],
+                           r.get("stem", "pool")), []).append(r)
+    for (dk, size, ep, _ntr, _nte, stem), rs in groups.items():
         lo = min(rs, key=lambda r: r["macs"])
         hi = max(rs, key=lambda r: r["macs"])
         best = max(rs, key=lambda r: r["test_top1"])
         span = "-" if lo is hi else f"{hi['test_top1'] - lo['test_top1']:+.2f}"
-        lines.append(f"| {dk} | {size} | {ep} | {lo['macs'] / 1e6:.1f}, {lo['test_top1']:.2f} % | "
+        lines.append(f"| {dk}{'' if stem == 'pool' else ', ' + stem + ' stem'} | {size} | "
+                     f"{ep} | {lo['macs'] / 1e6:.1f}, {lo['test_top1']:.2f} % | "
                      f"{hi['macs'] / 1e6:.1f}, {hi['test_top1']:.2f} % | {span} | "
                      f"{best['width']:g} ({best['test_top1']:.2f} %) |")
     return "\n".join(lines)
@@ -369,6 +404,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stem", choices=STEMS, default="pool",
+                    help="pool: full-resolution first conv + max-pool (the heavy apps' "
+                         "network); strided: first conv at stride 2, no first pool")
     ap.add_argument("--out", default="pilots")
     ap.add_argument("--resume", action="store_true",
                     help="skip finished (design, width) rows, continue from epoch checkpoints")
@@ -391,7 +429,7 @@ def main(argv=None) -> int:
         if a.epochs < 1 or a.train < RECIPE["batch"] or a.test < 1:
             raise PipelineError("need --epochs >= 1, --train >= 128, --test >= 1")
         if a.estimate:
-            estimate(designs, widths, a.epochs, a.train, a.test)
+            estimate(designs, widths, a.epochs, a.train, a.test, stem=a.stem)
             return 0
         t_all = time.time()
         print(f"pilot: designs {','.join(keys)} widths {a.widths} epochs {a.epochs} train "
@@ -400,7 +438,7 @@ def main(argv=None) -> int:
         for dk, d in designs.items():
             done = {row_key(r) for r in load_results(res_path)["rows"]} if a.resume else set()
             todo = [w for w in widths if (dk, float(w), d.size, a.epochs, a.train, a.test,
-                                          a.seed) not in done]
+                                          a.seed, a.stem) not in done]
             for w in widths:
                 if w not in todo:
                     print(f"[{dk} w={w:g}] finished earlier: skipped (--resume)", flush=True)
@@ -409,7 +447,7 @@ def main(argv=None) -> int:
             data = make_data(d, a.train, a.test, a.seed)
             for w in todo:
                 row, ck = train_one(d, w, data, epochs=a.epochs, seed=a.seed, out=out,
-                                    resume=a.resume)
+                                    resume=a.resume, stem=a.stem)
                 row["generation_s"] = data["gen_s"]
                 row["design_params"] = d.params()
                 row["recipe"] = RECIPE

@@ -83,6 +83,34 @@ def test_macs_exact():
     assert abs(want / 1e6 - 39.5) < 0.1
 
 
+def test_strided_stem_macs_and_no_full_resolution_layer():
+    net = pilot.StridedSceneVGG(20)
+    ch = net.channels()
+    assert ch == [16, 32, 64, 64, 128, 128, 128, 128]
+    hw = [32, 32, 16, 16, 8, 8, 4, 4]          # the stem's output is already 32x32
+    cin = [3] + ch[:-1]
+    want = sum(h * h * i * 9 * o for h, i, o in zip(hw, cin, ch)) + 128 * 20
+    assert pilot.count_macs(net, (3, 64, 64)) == want
+    assert abs(want / 1e6 - 38.2) < 0.1
+    pools = [m for m in net.features if isinstance(m, pilot.nn.MaxPool2d)]
+    assert len(pools) == 4                      # the stem's stride replaces the first pool
+    assert net(pilot.torch.zeros(2, 3, 64, 64)).shape == (2, 20)
+    assert abs(pilot.count_macs(pilot.StridedSceneVGG35(20), (3, 64, 64)) / 1e6 - 74.7) < 0.1
+    with pytest.raises(pilot.PipelineError):
+        pilot.PilotVGG(0.25, 10, stem="dilated")
+
+
+def test_stem_keeps_rows_and_checkpoints_apart(tmp_path, capsys):
+    assert _run(tmp_path, "--epochs", "1") == 0
+    assert _run(tmp_path, "--epochs", "1", "--resume", "--stem", "strided") == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert sorted(r.get("stem") for r in rows) == ["pool", "strided"]
+    assert _run(tmp_path, "--table") == 0
+    out = capsys.readouterr().out
+    assert "| C (32 px, 10 cl.), strided stem | 0.0625 |" in out
+    assert "| C, strided stem | 32 |" in out
+
+
 def _run(tmp_path, *extra):
     return pilot.main(["--designs", "C", "--widths", "0.0625", "--train", "256", "--test", "64",
                        "--size", "32", "--threads", "2", "--out", str(tmp_path), *extra])
