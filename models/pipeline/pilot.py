@@ -346,8 +346,7 @@ def estimate(designs, widths, epochs, n_train, n_test, steps: int = 10, stem: st
 
 
 # ----------------------------------------------------------------------------- table
-def _stem_tag(r: dict) -> str:
-    stem = r.get("stem", "pool")
+def _stem_tag(stem: str) -> str:
     return "" if stem == "pool" else f", {stem} stem"
 
 
@@ -361,8 +360,8 @@ def table(results: dict) -> str:
                                        r["n_train"], r["macs"]))
     for r in rows:
         lines.append(
-            f"| {r['design']} ({r['size']} px, {r['classes']} cl.){_stem_tag(r)} | "
-            f"{r['width']:g} | "
+            f"| {r['design']} ({r['size']} px, {r['classes']} cl.)"
+            f"{_stem_tag(r.get('stem', 'pool'))} | {r['width']:g} | "
             f"{r['macs'] / 1e6:.1f} | {r['params'] / 1e3:.0f}k | {r['epochs']} | "
             f"{r['n_train']} / {r['n_test']} | {r['train_img_s']:.0f} | {r['wall_s'] / 60:.1f} | "
             f"{r['test_top1']:.2f} % | {r['train_top1_2k']:.2f} % |")
@@ -377,8 +376,8 @@ def table(results: dict) -> str:
         hi = max(rs, key=lambda r: r["macs"])
         best = max(rs, key=lambda r: r["test_top1"])
         span = "-" if lo is hi else f"{hi['test_top1'] - lo['test_top1']:+.2f}"
-        lines.append(f"| {dk}{'' if stem == 'pool' else ', ' + stem + ' stem'} | {size} | "
-                     f"{ep} | {lo['macs'] / 1e6:.1f}, {lo['test_top1']:.2f} % | "
+        lines.append(f"| {dk}{_stem_tag(stem)} | {size} | {ep} | "
+                     f"{lo['macs'] / 1e6:.1f}, {lo['test_top1']:.2f} % | "
                      f"{hi['macs'] / 1e6:.1f}, {hi['test_top1']:.2f} % | {span} | "
                      f"{best['width']:g} ({best['test_top1']:.2f} %) |")
     return "\n".join(lines)

@@ -775,9 +775,8 @@ impl Deterministic {
             let l = load_task(t, &opts.profiles)?;
             report.profiles.insert(t.name.clone(), l.origin.clone());
             let pre = preprocessor(t, &l.model)?;
-            let lat: Vec<f64> = l.ladder.rungs().iter().map(|r| r.latency_s).collect();
-            let need_cores = lat.iter().copied().fold(0.0, f64::max) * t.target_fps;
-            latencies.push(lat);
+            let need_cores = l.ladder.rungs()[l.ladder.largest()].latency_s * t.target_fps;
+            latencies.push(l.ladder.rungs().iter().map(|r| r.latency_s).collect());
             specs.push(t.spec(l.ladder));
             let m = l.model.manifest();
             let tally = Tally::for_task(i, t);
@@ -993,19 +992,10 @@ impl Deterministic {
         let (budget, _) = self.planner.budget();
         // Frames counted since the last snapshot (a whole period at a tick, less at the end).
         let window = (self.now - (self.next_tick - self.period)).clamp(1e-3, self.period);
-        let demanding = |s: TaskStatus| matches!(s, TaskStatus::Running | TaskStatus::Paused);
         Progress {
             time: self.now,
             budget_cores: budget.cpu_cores,
             plans: self.report.plans.len(),
-            demand_cores: Some(
-                self.tasks
-                    .iter()
-                    .zip(&plan.tasks)
-                    .filter(|(_, tp)| demanding(tp.status))
-                    .map(|(k, _)| k.need_cores)
-                    .sum(),
-            ),
             tasks: self
                 .tasks
                 .iter()

@@ -357,7 +357,7 @@ fn heavy_recording_plans_follow_the_demand_against_the_budget() {
     }
     // The live table: the running tasks' demand against the budget.
     let at = |t: f64| snaps.iter().find(|p| p.time >= t).unwrap();
-    let ratio = |t: f64| at(t).demand_cores.unwrap() / at(t).budget_cores;
+    let ratio = |t: f64| at(t).demand_cores().unwrap() / at(t).budget_cores;
     assert!(ratio(2.0) < 1.0, "{:?}", at(2.0));
     assert!((2.5..3.5).contains(&ratio(6.0)), "{:?}", at(6.0));
     assert!(ratio(19.0) > 3.5, "{:?}", at(19.0));

@@ -466,7 +466,6 @@ fn snapshot(app: &App, recorder: &Recorder, tallies: &[Tally], t: f64, period: f
         time: t,
         budget_cores: plan.budget.cpu_cores,
         plans: recorder.rec.lock().plans.len(),
-        demand_cores: None,
         tasks: tallies
             .iter()
             .zip(&plan.tasks)

@@ -234,17 +234,28 @@ pub struct Progress {
     pub budget_cores: f64,
     /// Plans made so far.
     pub plans: usize,
-    /// Demand: the cores the running and paused tasks need at their target frame rates on
-    /// their largest descendants (the sum of their `need_cores`), where known.
-    pub demand_cores: Option<f64>,
     /// Per task, configuration order.
     pub tasks: Vec<TaskProgress>,
 }
 
 impl Progress {
+    /// Demand: the cores the running and paused tasks need at their target frame rates on
+    /// their largest descendants (the sum of their `need_cores`); `None` where the replay does
+    /// not know the tasks' needs.
+    pub fn demand_cores(&self) -> Option<f64> {
+        if self.tasks.iter().any(|t| t.need_cores.is_none()) {
+            return None;
+        }
+        let demanding = self
+            .tasks
+            .iter()
+            .filter(|t| matches!(t.status.as_str(), "running" | "paused"));
+        demanding.map(|t| t.need_cores).sum()
+    }
+
     /// A compact text table (one header line, one line per task).
     pub fn table(&self) -> String {
-        let demand = match self.demand_cores {
+        let demand = match self.demand_cores() {
             Some(d) if self.budget_cores > 0.0 => format!(
                 "  demand {d:.3} cores ({:.1}x the budget)",
                 d / self.budget_cores
