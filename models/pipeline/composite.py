@@ -142,16 +142,59 @@ def _pyramid(img: np.ndarray):
     return levels
 
 
+PHOTOS_ENV = "NESTDNN_PHOTOS_NPZ"
+
+
+def save_photos(out: Path) -> Path:
+    """Writes every photo of both splits, as `skimage.data` returns it, to one .npz (written
+    to a temporary sibling, then renamed): for machines without scikit-image's downloads (an
+    offline GPU machine), where `NESTDNN_PHOTOS_NPZ=<that file>` makes the scenes identical."""
+    import os
+    import skimage.data as skd
+    out = Path(out)
+    arrays = {}
+    for n in TRAIN_PHOTOS + TEST_PHOTOS:
+        a = getattr(skd, n)()
+        arrays[n] = np.asarray(a[0] if isinstance(a, tuple) else a)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out)
+    return out
+
+
+def _saved_photos():
+    """The photos of `save_photos` when NESTDNN_PHOTOS_NPZ names such a file, else None."""
+    import os
+    path = os.environ.get(PHOTOS_ENV)
+    if not path:
+        return None
+    try:
+        with np.load(path) as z:
+            saved = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{PHOTOS_ENV}={path}: cannot read it ({e}); write it with "
+                            f"`python -m pipeline.composite photos OUT.npz` or unset it")
+    missing = [n for n in TRAIN_PHOTOS + TEST_PHOTOS if n not in saved]
+    if missing:
+        raise PipelineError(f"{PHOTOS_ENV}={path} lacks the photo(s) {', '.join(missing)}; "
+                            f"rewrite it with `python -m pipeline.composite photos OUT.npz`")
+    return saved
+
+
 @functools.lru_cache(maxsize=None)
 def _photos(split: str):
-    try:
-        import skimage.data as skd
-    except ImportError as e:
-        raise PipelineError(f"scikit-image is missing ({e}); run scripts/py-env.sh")
+    if _saved_photos() is not None:
+        skd = None
+    else:
+        try:
+            import skimage.data as skd
+        except ImportError as e:
+            raise PipelineError(f"scikit-image is missing ({e}); run scripts/py-env.sh")
     names = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
+    saved = _saved_photos()
     out = []
     for n in names:
-        a = getattr(skd, n)()
+        a = saved[n] if saved is not None else getattr(skd, n)()
         if isinstance(a, tuple):          # stereo_motorcycle: (left, right, disparity)
             a = a[0]
         a = np.asarray(a)
@@ -422,8 +465,19 @@ def _main(argv):
     """python -m pipeline.composite DESIGN OUT.png [N]: a contact sheet of N training scenes
     and N test scenes (top half: training, bottom half: test).
     python -m pipeline.composite export DESIGN OUT_DIR N_TRAIN N_VAL [SEED] [SIZE]: an image
-    folder for models/forge."""
+    folder for models/forge.
+    python -m pipeline.composite photos OUT.npz: the photos for NESTDNN_PHOTOS_NPZ."""
     import sys
+    if argv and argv[0] == "photos":
+        if len(argv) != 2:
+            print("usage: python -m pipeline.composite photos OUT.npz", file=sys.stderr)
+            return 2
+        if Path(argv[1]).exists():
+            print(f"error: {argv[1]} exists: choose a new file (nothing is overwritten)",
+                  file=sys.stderr)
+            return 2
+        print(f"wrote {save_photos(Path(argv[1]))}")
+        return 0
     if argv and argv[0] == "export":
         if len(argv) < 5:
             print("usage: python -m pipeline.composite export DESIGN OUT_DIR N_TRAIN N_VAL "

@@ -253,6 +253,14 @@ def test_unsupported_architectures_name_the_node(cls, want, photos, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("flag", [("--grow-scale", "0"), ("--grow-scale", "1.5")])
+def test_bad_grow_scale_is_refused(flag, photos, tmp_path):
+    r = forge("--arch", "resnet18", "--data", str(photos), "--out", str(tmp_path / "o"), *flag,
+              timeout=600)
+    assert r.returncode == 2 and "--grow-scale" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "o").exists()
+
+
 def test_out_of_time_stops_at_a_checkpoint_and_resumes(photos, tmp_path):
     out = tmp_path / "o"
     args = ("--arch", "resnet18", "--data", str(photos), "--out", str(out), "--input-size",

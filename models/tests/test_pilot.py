@@ -178,3 +178,29 @@ def test_export_folder_is_a_forge_image_folder(tmp_path):
     assert not list(tmp_path.glob(".scenes.tmp-*"))
     with pytest.raises(composite.PipelineError, match="exists"):
         composite.export_folder(d, out, 4, 2)
+
+
+def test_saved_photos_give_the_same_scenes(tmp_path, monkeypatch):
+    """NESTDNN_PHOTOS_NPZ (an offline machine's copy of the photos) changes no pixel; a file
+    that lacks a photo or is no npz is refused with what to do."""
+    d = composite.get_design("D", 48)
+    want = composite.generate_u8(d, "test", 30, seed=2).x
+    npz = composite.save_photos(tmp_path / "photos.npz")
+    monkeypatch.setenv(composite.PHOTOS_ENV, str(npz))
+    composite._photos.cache_clear()
+    try:
+        assert np.array_equal(composite.generate_u8(d, "test", 30, seed=2).x, want)
+        with np.load(npz) as z:
+            partial = {k: z[k] for k in z.files if k != "moon"}
+        np.savez(tmp_path / "partial.npz", **partial)
+        monkeypatch.setenv(composite.PHOTOS_ENV, str(tmp_path / "partial.npz"))
+        composite._photos.cache_clear()
+        with pytest.raises(composite.PipelineError, match="moon"):
+            composite._photos("test")
+        (tmp_path / "junk.npz").write_bytes(b"not a zip")
+        monkeypatch.setenv(composite.PHOTOS_ENV, str(tmp_path / "junk.npz"))
+        composite._photos.cache_clear()
+        with pytest.raises(composite.PipelineError, match="cannot read"):
+            composite._photos("train")
+    finally:
+        composite._photos.cache_clear()
