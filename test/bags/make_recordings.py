@@ -216,7 +216,8 @@ def events_heavy():
     (heavy_demand_cores(): the committed profiles; the heavy apps' largest descendants take
     ~90 % of it): 1.25x runs everything large, then 1/3, 1/2 and 1/4 of the demand, where the
     heavy apps must step down several descendants and the planner trades them against the
-    light ones; a priority raise and a disabled task change the trade. Rounded to 0.001
+    light ones; a priority raise (50: with the re-forged heavy apps' profiles a raise to 10
+    moved nothing) and a disabled task change the trade. Rounded to 0.001
     cores, off the share grid's edges."""
     demand = heavy_demand_cores()
     budget = lambda f, load: dict(cpu_cores_available=round(f * demand, 3) + 0.0004,  # noqa: E731
@@ -228,13 +229,15 @@ def events_heavy():
         (0.0, BUDGET_TOPIC, B, budget(1.25, 0.2), "initial budget: every task on its largest"),
         (4.0, BUDGET_TOPIC, B, budget(1 / 3, 0.8),
          "budget drops to 1/3 of the demand: heavy apps step down"),
-        (8.0, PRIORITY_TOPIC, P, prio("objects_vgg", 10.0, True),
+        (8.0, PRIORITY_TOPIC, P, prio("objects_vgg", 50.0, True),
          "objects_vgg priority up: its capacity rises, the others give way"),
         (11.0, BUDGET_TOPIC, B, budget(0.5, 0.4), "budget rises to 1/2: larger descendants"),
         (13.0, PRIORITY_TOPIC, P, prio("items_far_vgg", 1.0, False),
          "items_far_vgg disabled: its frames ignored, its share goes to the others"),
         (16.0, PRIORITY_TOPIC, P, prio("items_far_vgg", 1.0, True), "items_far_vgg enabled"),
-        (18.0, BUDGET_TOPIC, B, budget(0.25, 0.9),
+        # 18.5 s, not 18: a plan made at 16 s ends its 2 s dwell at 18 s, and a budget event
+        # at that instant is planned under the dwell-expiry trigger
+        (18.5, BUDGET_TOPIC, B, budget(0.25, 0.9),
          "budget drops to 1/4: every heavy app near its seed"),
     ]
 
