@@ -183,15 +183,13 @@ def _saved_photos():
 
 @functools.lru_cache(maxsize=None)
 def _photos(split: str):
-    if _saved_photos() is not None:
-        skd = None
-    else:
+    saved = _saved_photos()
+    if saved is None:
         try:
             import skimage.data as skd
         except ImportError as e:
             raise PipelineError(f"scikit-image is missing ({e}); run scripts/py-env.sh")
     names = TRAIN_PHOTOS if split == "train" else TEST_PHOTOS
-    saved = _saved_photos()
     out = []
     for n in names:
         a = saved[n] if saved is not None else getattr(skd, n)()
