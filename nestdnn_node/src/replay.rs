@@ -275,7 +275,8 @@ fn load_task(t: &TaskConfig, source: &ProfileSource) -> Result<Loaded, ReplayErr
             (p, origin)
         }
     };
-    let ladder = Ladder::from_profile(model.manifest(), &profile)?;
+    let (ladder, accuracy_source) = Ladder::for_model(&model, &profile)?;
+    let origin = format!("{origin}; accuracies from the {accuracy_source}");
     Ok(Loaded {
         model: Arc::new(model),
         ladder,

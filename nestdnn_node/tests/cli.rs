@@ -94,3 +94,100 @@ fn errors_exit_non_zero_with_a_chain() {
     let (ok, _, _) = nestdnn(&["inspect"]);
     assert!(!ok);
 }
+
+/// `nestdnn calibrate` on a copy of a bundled model: measures every descendant on the bag's
+/// labelled frames, writes `accuracy.yaml` only with `--write`, and the planner's ladder then
+/// carries those accuracies; a calibration made for another manifest is refused with the fix.
+#[test]
+fn calibrate_writes_camera_accuracies_that_the_ladder_prefers() {
+    use nestdnn::model::{CameraAccuracy, MultiCapacityModel, ACCURACY_FILE};
+    use nestdnn::profile::ModelProfile;
+    use nestdnn::scheduler::Ladder;
+
+    let root = models_dir().parent().unwrap().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("fashion_vgg");
+    std::fs::create_dir(&model_dir).unwrap();
+    for e in std::fs::read_dir(models_dir().join("fashion_vgg")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, model_dir.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let _ = std::fs::remove_file(model_dir.join(ACCURACY_FILE));
+    let recordings = root.join("test/bags/recordings.json");
+    let args = |write: bool| {
+        let mut a = vec![
+            "calibrate".to_string(),
+            model_dir.to_str().unwrap().to_string(),
+            "--recordings".into(),
+            recordings.to_str().unwrap().to_string(),
+            "--bag".into(),
+            "recording".into(),
+            "--json".into(),
+        ];
+        if write {
+            a.push("--write".into());
+        }
+        a
+    };
+    let run = |a: Vec<String>| nestdnn(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, out, err) = run(args(false));
+    assert!(ok, "{err}");
+    assert!(
+        !model_dir.join(ACCURACY_FILE).exists(),
+        "written without --write"
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let c = &v[0];
+    assert_eq!(c["task"], "fashion_vgg");
+    let frames = c["frames"].as_u64().unwrap();
+    assert_eq!(frames, 600);
+    for d in c["descendants"].as_array().unwrap() {
+        let (acc, right) = (
+            d["accuracy"].as_f64().unwrap(),
+            d["correct"].as_u64().unwrap(),
+        );
+        assert!((acc - right as f64 / frames as f64).abs() < 1e-12, "{d}");
+        // A real model on real frames: far above chance (10 classes), below perfect.
+        assert!((0.5..1.0).contains(&acc), "{d}");
+    }
+
+    let (ok, _, err) = run(args(true));
+    assert!(ok, "{err}");
+    let model = MultiCapacityModel::load(&model_dir).unwrap();
+    let cal = CameraAccuracy::load(&model)
+        .unwrap()
+        .expect("accuracy.yaml written");
+    let profile: ModelProfile = serde_json::from_str(
+        &std::fs::read_to_string(root.join("test/bags/profiles/fashion_vgg.json")).unwrap(),
+    )
+    .unwrap();
+    let (ladder, source) = Ladder::for_model(&model, &profile).unwrap();
+    assert!(source.starts_with("camera (bag recording"), "{source}");
+    let planned: Vec<f64> = ladder.rungs().iter().map(|r| r.accuracy).collect();
+    assert_eq!(planned, cal.accuracies());
+
+    // Stale: measured for another manifest.
+    let text = std::fs::read_to_string(model_dir.join(ACCURACY_FILE)).unwrap();
+    let stale = text.replace(&cal.manifest_sha256, &"0".repeat(64));
+    std::fs::write(model_dir.join(ACCURACY_FILE), stale).unwrap();
+    let e = Ladder::for_model(&model, &profile).unwrap_err().to_string();
+    assert!(e.contains("nestdnn calibrate"), "{e}");
+    // Malformed.
+    std::fs::write(model_dir.join(ACCURACY_FILE), "frames: [").unwrap();
+    let e = Ladder::for_model(&model, &profile).unwrap_err().to_string();
+    assert!(e.contains("not a camera-accuracy file"), "{e}");
+    // Without a file: the manifest's accuracies.
+    std::fs::remove_file(model_dir.join(ACCURACY_FILE)).unwrap();
+    let (ladder, source) = Ladder::for_model(&model, &profile).unwrap();
+    assert_eq!(source, "manifest");
+    let manifest: Vec<f64> = model
+        .manifest()
+        .descendants
+        .iter()
+        .map(|d| d.accuracy)
+        .collect();
+    let planned: Vec<f64> = ladder.rungs().iter().map(|r| r.accuracy).collect();
+    assert_eq!(planned, manifest);
+}

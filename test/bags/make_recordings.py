@@ -22,6 +22,15 @@ writes
     OUT_DIR/recording_heavy/      MCAP, 6 jpeg cameras (the 4 light tasks + the 2 heavy apps
                                   objects_vgg, items_far_vgg), 20 s, events where they contend
     OUT_DIR/recordings.json       sidecar: cameras (topics, ROI, sizes, frames), events, times
+
+    .venv/bin/python test/bags/make_recordings.py --calibration OUT_DIR   # a new folder
+
+writes the accuracy-calibration recording of the heavy apps instead (not committed; ~7 MB):
+    OUT_DIR/calibration_heavy/    MCAP, the 2 heavy cameras exactly as in recording_heavy, but
+                                  showing the forge's validation scenes (test split, seed 0,
+                                  2,000 per app; never the benchmark's seed-7 scenes), 66.7 s
+    OUT_DIR/calibration.json      sidecar, as recordings.json
+for `nestdnn calibrate` (docs/calibration.md).
 Reproducible: fixed seeds, no wall-clock time; the same inputs and package versions give the
 same files.
 """
@@ -88,6 +97,10 @@ HEAVY_CAMERAS = {
 HEAVY_JPEG_QUALITY = 90
 HEAVY_SCENES = 600          # one per frame of a 20 s camera
 HEAVY_SCENE_SEED = 7
+# The accuracy-calibration recording: the scenes the forge validated on (models/build-heavy:
+# `export ... 4000 0`: the test split, seed 0), seen through the same cameras.
+CALIBRATION_SCENES = 2000
+CALIBRATION_SCENE_SEED = 0
 PROFILES = ROOT / "test" / "bags" / "profiles"
 
 
@@ -261,32 +274,34 @@ def light_source(task, cam, data, rng):
     return frame, labels, composite_light, finish
 
 
-def heavy_source(task, cam, n):
+def heavy_source(task, cam, n, n_scenes=HEAVY_SCENES, scene_seed=HEAVY_SCENE_SEED):
     """As light_source for a heavy camera: scenes of its composite design's test split."""
     design = get_design(cam["design"])
-    scenes = generate_u8(design, "test", HEAVY_SCENES, HEAVY_SCENE_SEED)
+    scenes = generate_u8(design, "test", n_scenes, scene_seed)
     labels = class_names(design)
     side = dict(scale=1, upsample="none",
                 dataset=f"composite design {design.key} ({design.title})",
                 split="test (objects and photos held out from training)",
-                scene_seed=HEAVY_SCENE_SEED,
+                scene_seed=scene_seed,
                 scene_generator="models/pipeline/composite.py generate_u8(design, 'test', "
-                                f"{HEAVY_SCENES}, seed={HEAVY_SCENE_SEED})")
+                                f"{n_scenes}, seed={scene_seed})")
 
     def frame(i):
         j = i % len(scenes.y)
         return scenes.x[j], int(scenes.y[j])
 
     def finish(n):
-        # Frame i shows scene i % 600 of the generator call above.
+        # Frame i shows scene i % n_scenes of the generator call above.
         side["scene_indices"] = [i % len(scenes.y) for i in range(n)]
         return side
     return frame, labels, composite_heavy, finish
 
 
-def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None, min_blur=0.0):
+def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None, min_blur=0.0,
+         heavy_scenes=(HEAVY_SCENES, HEAVY_SCENE_SEED)):
     """Writes one bag; returns its sidecar entry. `transport` overrides every camera's;
-    `min_blur` defocuses every background at least that much (smaller jpeg frames)."""
+    `min_blur` defocuses every background at least that much (smaller jpeg frames);
+    `heavy_scenes`: (count, seed) of the heavy cameras' test-split scenes."""
     T = ts.types
     path = out / name
     if path.exists():
@@ -299,9 +314,9 @@ def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None
         if transport:
             cam["transport"] = transport
         cam["blur"] = max(cam["blur"], min_blur)
-        n = int(duration_s * FPS)
+        n = round(duration_s * FPS)
         if heavy:
-            frame_of, labels, paste, finish = heavy_source(task, cam, n)
+            frame_of, labels, paste, finish = heavy_source(task, cam, n, *heavy_scenes)
             quality, subsampling = HEAVY_JPEG_QUALITY, 0
         else:
             # Every camera draws its own permutation from its own seed: the same task shows
@@ -393,7 +408,31 @@ def make(out, name, storage, tasks, duration_s, events, ts, data, transport=None
                 other_topics=[dict(topic="/rosout", type="rcl_interfaces/msg/Log", rate_hz=1.0)])
 
 
+def main_calibration(out):
+    """The heavy apps' accuracy-calibration recording (module docstring)."""
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} exists and is not empty: choose a new folder "
+                         "(nothing is overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    check_labels()
+    ts = typestore()
+    side = dict(
+        note=("Accuracy calibration: the heavy cameras of recording_heavy (same photos, ROI, "
+              "defocus and JPEG), showing the forge's validation scenes instead of the "
+              "benchmark's. Ground truth on <image_topic>/ground_truth."),
+        generator="test/bags/make_recordings.py --calibration", seed=SEED,
+        bags=[make(out, "calibration_heavy", StoragePlugin.MCAP, list(HEAVY_CAMERAS),
+                   CALIBRATION_SCENES / FPS, [], ts, {}, transport="compressed", min_blur=2.0,
+                   heavy_scenes=(CALIBRATION_SCENES, CALIBRATION_SCENE_SEED))])
+    (out / "calibration.json").write_text(json.dumps(side, indent=1) + "\n")
+    print(f"{out / 'calibration.json'}")
+
+
 def main(argv):
+    if argv and argv[0] == "--calibration":
+        if len(argv) != 2:
+            raise SystemExit("usage: make_recordings.py --calibration OUT_DIR")
+        return main_calibration(Path(argv[1]))
     out = Path(argv[0]) if argv else Path(__file__).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     check_labels()

@@ -18,6 +18,7 @@
 //! Loading validates the manifest against every file (SHA-256, every sliced tensor's shape,
 //! BN statistics, ladder order) so that building a plan later cannot fail on bad data.
 
+mod accuracy;
 mod fixtures;
 mod graph;
 mod manifest;
@@ -32,6 +33,9 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::ModelProto;
 
+pub use accuracy::{
+    ci95_half_width, CameraAccuracy, MeasuredAccuracy, ACCURACY_FILE, ACCURACY_FORMAT_VERSION,
+};
 pub use fixtures::Fixtures;
 pub use manifest::{
     Color, DescendantSpec, FileRef, InputSpec, Layer, Manifest, OnnxFile, OutputSpec, Vanilla,

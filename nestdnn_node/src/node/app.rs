@@ -410,7 +410,8 @@ impl LoadedTask {
                 }
             })?;
         log::info!("task {}: profile {origin:?}", t.name);
-        let base = Ladder::from_profile(model.manifest(), &profile)?;
+        let (base, accuracy_source) = Ladder::for_model(&model, &profile)?;
+        log::info!("task {}: accuracies from the {accuracy_source}", t.name);
         let stored = match (cache, cfg.calibration_period) {
             (Some(c), Some(_)) => c.load_calibration(&model),
             _ => None,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::SchedulerError;
-use crate::model::{Manifest, SwitchPolicy};
+use crate::model::{CameraAccuracy, Manifest, MultiCapacityModel, SwitchPolicy};
 use crate::profile::ModelProfile;
 
 /// One descendant as the scheduler sees it: accuracy from the manifest, latency, build time and
@@ -129,6 +129,41 @@ impl Ladder {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ladder::new(task, rungs, Some(profile.master_bytes))
+    }
+
+    /// The ladder the planner uses for `model`: as [`Ladder::from_profile`], with each
+    /// descendant's accuracy measured on camera frames (`accuracy.yaml`, see
+    /// [`CameraAccuracy`]) where the model folder has one. Returns the ladder and where its
+    /// accuracies come from (`manifest` or the calibration's source).
+    ///
+    /// # Errors
+    /// As [`Ladder::from_profile`]; [`SchedulerError::Calibration`] if `accuracy.yaml` exists
+    /// but is unreadable, stale or invalid (the message says how to fix it).
+    pub fn for_model(
+        model: &MultiCapacityModel,
+        profile: &ModelProfile,
+    ) -> Result<(Self, String), SchedulerError> {
+        let ladder = Self::from_profile(model.manifest(), profile)?;
+        let cam = CameraAccuracy::load(model).map_err(|e| SchedulerError::Calibration {
+            task: model.manifest().task.clone(),
+            what: e.to_string(),
+        })?;
+        match cam {
+            None => Ok((ladder, "manifest".to_string())),
+            Some(c) => {
+                let rungs = ladder
+                    .rungs
+                    .iter()
+                    .zip(c.accuracies())
+                    .map(|(r, accuracy)| Rung {
+                        accuracy,
+                        ..r.clone()
+                    })
+                    .collect();
+                let l = Ladder::new(&model.manifest().task, rungs, Some(ladder.master_bytes))?;
+                Ok((l, format!("camera ({}, {} frames)", c.source, c.frames)))
+            }
+        }
     }
 
     /// This ladder with latencies measured in operation: `observed[d]` (seconds per frame of

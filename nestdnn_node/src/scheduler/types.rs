@@ -42,6 +42,14 @@ pub enum SchedulerError {
         /// What differs.
         what: String,
     },
+    /// The model's camera-accuracy file (`accuracy.yaml`) cannot be used.
+    #[error("task {task:?}: {what}")]
+    Calibration {
+        /// The task.
+        task: String,
+        /// What is wrong and what to fix.
+        what: String,
+    },
     /// An update or query names a task that is not configured.
     #[error("unknown task {task:?}; configured tasks: {known}")]
     UnknownTask {

@@ -5,6 +5,7 @@
 //! `run(args) -> anyhow::Result<()>`.
 
 mod bench;
+mod calibrate;
 mod export;
 mod inspect;
 mod plan;
@@ -46,6 +47,8 @@ enum Command {
     /// Time any ONNX file in tract the way descendants are timed.
     #[command(hide = true)]
     TimeOnnx(time_onnx::Args),
+    /// Measure every descendant's top-1 on a labelled recording's camera frames (writes accuracy.yaml with --write).
+    Calibrate(calibrate::Args),
     /// Show the plan the node would make for its configured tasks under a budget.
     Plan(plan::Args),
     /// Benchmarks: `multitenant` (NestDNN against the status quo), `table` (the results table of `docs/benchmarks.md`).
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Profile(a) => profile::run(a),
         Command::ExportDescendant(a) => export::run(a),
         Command::TimeOnnx(a) => time_onnx::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Replay(a) => replay::run(a),

@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 t.model_dir.display()
             ),
         };
-        let ladder = Ladder::from_profile(model.manifest(), &profile)?;
+        let (ladder, _accuracy_source) = Ladder::for_model(&model, &profile)?;
         specs.push(TaskSpec {
             name: t.name.clone(),
             priority: t.priority,

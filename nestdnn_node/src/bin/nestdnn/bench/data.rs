@@ -239,7 +239,7 @@ pub struct OfflineModel {
 }
 
 /// One plan over every frame (real tract inference, this thread).
-fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineModel, BenchError> {
+pub(crate) fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineModel, BenchError> {
     let mut st = plan.spawn()?;
     // Warm up on a few frames.
     for x in frames.inputs.iter().take(10) {

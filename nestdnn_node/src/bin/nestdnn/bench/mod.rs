@@ -229,8 +229,9 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
         // Latency: the hot-loop CPU time measured here; memory: the plans as this process
         // accounts for them (the counting allocator), which is also what the benchmark
         // reports, so the planner and the memory figures agree.
-        let profiled = Ladder::from_profile(model.manifest(), &profile)?
-            .calibrated(&off.cpu_s.iter().map(|&c| Some(c)).collect::<Vec<_>>());
+        let (profiled, accuracy_source) = Ladder::for_model(model, &profile)?;
+        log::info!("{}: accuracies from the {accuracy_source}", fr.app);
+        let profiled = profiled.calibrated(&off.cpu_s.iter().map(|&c| Some(c)).collect::<Vec<_>>());
         let rungs = profiled
             .rungs()
             .iter()
@@ -246,6 +247,8 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             "frames": fr.len(),
             "accuracy": off.accuracy,
             "manifest_accuracy": model.manifest().descendants.iter().map(|d| d.accuracy).collect::<Vec<_>>(),
+            "planner_accuracy": ladder.rungs().iter().map(|r| r.accuracy).collect::<Vec<_>>(),
+            "accuracy_source": accuracy_source,
             "cpu_ms_per_frame_hot": off.cpu_s.iter().map(|c| c * 1e3).collect::<Vec<_>>(),
             "plan_bytes": off.plan_bytes,
             "master_bytes": model.master_bytes(),
