@@ -98,7 +98,7 @@ enum Cmd {
 #[derive(Debug, clap::Args)]
 struct Multitenant {
     /// The CI smoke setting (2 runs of 15 s, 3 systems) instead of the full one (6 runs of
-    /// 40 s, 9 systems).
+    /// 40 s, 11 systems).
     #[arg(long)]
     quick: bool,
     /// Write the JSON report here; the plots go beside it (`<stem>-curves.svg`,
