@@ -79,6 +79,16 @@ impl CameraAccuracy {
         correct: &[u64],
         vanilla_correct: Option<u64>,
     ) -> Result<Self, ModelError> {
+        if correct.len() != model.num_descendants() {
+            return Err(ModelError::Invalid {
+                path: model.dir().join(ACCURACY_FILE),
+                what: format!(
+                    "{} counts for {} descendants",
+                    correct.len(),
+                    model.num_descendants()
+                ),
+            });
+        }
         let frac = |c: u64| c as f64 / frames.max(1) as f64;
         let c = CameraAccuracy {
             format_version: ACCURACY_FORMAT_VERSION,
@@ -103,16 +113,6 @@ impl CameraAccuracy {
                 correct: c,
             }),
         };
-        if correct.len() != model.num_descendants() {
-            return Err(ModelError::Invalid {
-                path: model.dir().join(ACCURACY_FILE),
-                what: format!(
-                    "{} counts for {} descendants",
-                    correct.len(),
-                    model.num_descendants()
-                ),
-            });
-        }
         c.check(model, &model.dir().join(ACCURACY_FILE))?;
         Ok(c)
     }

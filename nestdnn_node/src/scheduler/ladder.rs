@@ -96,6 +96,17 @@ impl Ladder {
         manifest: &Manifest,
         profile: &ModelProfile,
     ) -> Result<Self, SchedulerError> {
+        let accuracies: Vec<f64> = manifest.descendants.iter().map(|d| d.accuracy).collect();
+        Self::from_profile_with(manifest, profile, &accuracies)
+    }
+
+    /// As [`Ladder::from_profile`], with descendant d's accuracy `accuracies[d]` (manifest
+    /// order; the caller has checked the length against the manifest).
+    fn from_profile_with(
+        manifest: &Manifest,
+        profile: &ModelProfile,
+        accuracies: &[f64],
+    ) -> Result<Self, SchedulerError> {
         let task = &manifest.task;
         let mismatch = |what: String| SchedulerError::ProfileMismatch {
             task: task.clone(),
@@ -112,7 +123,8 @@ impl Ladder {
             .descendants
             .iter()
             .zip(&profile.descendants)
-            .map(|(m, p)| {
+            .zip(accuracies)
+            .map(|((m, p), &accuracy)| {
                 if m.name != p.name {
                     return Err(mismatch(format!(
                         "profile descendant {:?} where the manifest has {:?}",
@@ -121,7 +133,7 @@ impl Ladder {
                 }
                 Ok(Rung {
                     name: m.name.clone(),
-                    accuracy: m.accuracy,
+                    accuracy,
                     latency_s: p.latency_ms_median / 1e3,
                     build_s: p.build_ms / 1e3,
                     plan_bytes: p.plan_bytes,
@@ -143,26 +155,20 @@ impl Ladder {
         model: &MultiCapacityModel,
         profile: &ModelProfile,
     ) -> Result<(Self, String), SchedulerError> {
-        let ladder = Self::from_profile(model.manifest(), profile)?;
         let cam = CameraAccuracy::load(model).map_err(|e| SchedulerError::Calibration {
             task: model.manifest().task.clone(),
             what: e.to_string(),
         })?;
         match cam {
-            None => Ok((ladder, "manifest".to_string())),
-            Some(c) => {
-                let rungs = ladder
-                    .rungs
-                    .iter()
-                    .zip(c.accuracies())
-                    .map(|(r, accuracy)| Rung {
-                        accuracy,
-                        ..r.clone()
-                    })
-                    .collect();
-                let l = Ladder::new(&model.manifest().task, rungs, Some(ladder.master_bytes))?;
-                Ok((l, format!("camera ({}, {} frames)", c.source, c.frames)))
-            }
+            None => Ok((
+                Self::from_profile(model.manifest(), profile)?,
+                "manifest".into(),
+            )),
+            // `CameraAccuracy::load` checked its descendants against the manifest's.
+            Some(c) => Ok((
+                Self::from_profile_with(model.manifest(), profile, &c.accuracies())?,
+                format!("camera ({}, {} frames)", c.source, c.frames),
+            )),
         }
     }
 

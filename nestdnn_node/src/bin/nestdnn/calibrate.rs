@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use nestdnn::fsio::write_atomic;
+use nestdnn::fsio::{check_outputs, write_atomic};
 use nestdnn::model::{ci95_half_width, CameraAccuracy, MultiCapacityModel, ACCURACY_FILE};
 
 use crate::bench::data::{load_frames, pass};
@@ -45,6 +45,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("loading {}", d.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if a.write {
+        // Nothing written may be or lie inside an input (the sidecar, the bag).
+        let bag = a
+            .recordings
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&a.bag);
+        let outputs: Vec<_> = models
+            .iter()
+            .map(|m| ("accuracy file", m.dir().join(ACCURACY_FILE)))
+            .collect();
+        let outputs: Vec<_> = outputs.iter().map(|(k, p)| (*k, p.as_path())).collect();
+        check_outputs(&[a.recordings.as_path(), bag.as_path()], &outputs)?;
+    }
     let sidecar: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&a.recordings)
             .with_context(|| format!("reading {}", a.recordings.display()))?,
@@ -63,13 +77,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             model.num_descendants(),
             fr.len()
         );
-        let mut correct = Vec::with_capacity(model.num_descendants());
-        for d in 0..model.num_descendants() {
-            let m = pass(&model.build_plan(d)?, fr)?;
-            correct.push(m.correct.iter().filter(|&&b| b).count() as u64);
-        }
-        let v = pass(&model.build_vanilla_plan()?, fr)?;
-        let vanilla = v.correct.iter().filter(|&&b| b).count() as u64;
+        let correct = (0..model.num_descendants())
+            .map(|d| Ok(pass(&model.build_plan(d)?, fr)?.right()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let vanilla = pass(&model.build_vanilla_plan()?, fr)?.right();
         let source = format!("bag {} ({generator}), {} frames", a.bag, fr.len());
         let cal = CameraAccuracy::new(model, source, fr.len() as u64, &correct, Some(vanilla))?;
         if !a.json {

@@ -238,6 +238,13 @@ pub struct OfflineModel {
     pub plan_bytes: u64,
 }
 
+impl OfflineModel {
+    /// Frames classified right.
+    pub fn right(&self) -> u64 {
+        self.correct.iter().filter(|&&b| b).count() as u64
+    }
+}
+
 /// One plan over every frame (real tract inference, this thread).
 pub(crate) fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineModel, BenchError> {
     let mut st = plan.spawn()?;
