@@ -525,6 +525,7 @@ impl NodeConfig {
             &[
                 ("resident", SwitchPolicy::Resident),
                 ("on_demand", SwitchPolicy::OnDemand),
+                ("one_copy", SwitchPolicy::OneCopy),
             ],
         )?;
         let memory_mb = r.f64(

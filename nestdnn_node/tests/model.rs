@@ -277,7 +277,8 @@ fn hammer(policy: SwitchPolicy, switches: usize) {
     let expected: Vec<Vec<f32>> = (0..3)
         .map(|k| m.build_plan(k).unwrap().spawn().unwrap().run(&x).unwrap())
         .collect();
-    let slot = Arc::new(ModelSlot::new(m.clone(), policy, 0).unwrap());
+    // The slot holds the only reference, so a one-copy slot drops the master weights.
+    let slot = Arc::new(ModelSlot::new(m, policy, 0).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let frames = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..2)
@@ -312,7 +313,7 @@ fn hammer(policy: SwitchPolicy, switches: usize) {
         .collect();
     for i in 0..switches {
         slot.request((i * 7 + 1) % 3).unwrap();
-        if policy == SwitchPolicy::OnDemand && i % 4 == 0 {
+        if policy.builds_on_switch() && i % 4 == 0 {
             assert!(slot.wait_idle(Duration::from_secs(10)));
         }
         std::thread::sleep(Duration::from_micros(200));
@@ -344,6 +345,69 @@ fn resident_switches_never_disturb_frames() {
 #[test]
 fn on_demand_switches_never_disturb_frames() {
     hammer(SwitchPolicy::OnDemand, 60);
+}
+
+#[test]
+fn one_copy_switches_never_disturb_frames() {
+    hammer(SwitchPolicy::OneCopy, 40);
+}
+
+/// One copy: the slot keeps only the active plan; a switch re-reads the master file and
+/// checks its hash, and a changed file fails the build without disturbing the running plan.
+#[test]
+fn one_copy_keeps_only_the_active_plan_and_rereads_the_checked_master() {
+    let (dir, m) = load(&Synth::default());
+    let m = m.unwrap();
+    let full = Arc::new(MultiCapacityModel::load(dir.path()).unwrap());
+    let x = inputs(1).remove(0);
+    let want2 = full
+        .build_plan(2)
+        .unwrap()
+        .spawn()
+        .unwrap()
+        .run(&x)
+        .unwrap();
+    let onnx = dir.path().join(&m.manifest().onnx.file);
+    assert!(m.holds_master() && m.master_bytes() > 0);
+
+    let slot = ModelSlot::new(Arc::new(m), SwitchPolicy::OneCopy, 0).unwrap();
+    assert_eq!(slot.policy(), SwitchPolicy::OneCopy);
+    assert_eq!(slot.memory_bytes(), slot.current().1.plan_bytes());
+    slot.request(2).unwrap();
+    assert!(slot.wait_idle(Duration::from_secs(10)));
+    let (k, plan) = slot.current();
+    assert_eq!(k, 2);
+    assert_eq!(slot.memory_bytes(), plan.plan_bytes());
+    let on_demand = ModelSlot::new(full.clone(), SwitchPolicy::OnDemand, 2).unwrap();
+    assert!(slot.memory_bytes() + full.master_bytes() <= on_demand.memory_bytes());
+    let got = plan.spawn().unwrap().run(&x).unwrap();
+    for (g, w) in got.iter().zip(&want2) {
+        assert!((g - w).abs() < 1e-6, "one-copy d2 differs: {g} vs {w}");
+    }
+    let rec = slot.last_switch().unwrap();
+    assert_eq!((rec.from, rec.to), (0, 2));
+    assert!(rec.build.is_some());
+
+    // The master file changes under the running node: the build fails on its hash, the slot
+    // stays on d2 and keeps serving.
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&onnx, &bytes).unwrap();
+    slot.request(1).unwrap();
+    assert!(slot.wait_idle(Duration::from_secs(10)));
+    assert_eq!(slot.current().0, 2);
+    assert_eq!(slot.target(), 2);
+    let err = slot
+        .last_error()
+        .expect("the changed file must fail the build");
+    assert!(err.contains("sha256 is"), "{err}");
+    assert!(slot.current().1.spawn().unwrap().run(&x).is_ok());
+
+    // A model shared with another owner keeps its weights, and the slot counts them.
+    let shared = ModelSlot::new(full.clone(), SwitchPolicy::OneCopy, 0).unwrap();
+    assert!(full.holds_master());
+    assert!(shared.memory_bytes() >= full.master_bytes());
 }
 
 #[test]

@@ -609,3 +609,52 @@ fn float32_budget_keeps_its_decimal_value() {
         p.tasks[0].share
     );
 }
+
+/// One copy of the model counts only the active plan, so a memory budget that cannot hold
+/// two on-demand slots (master weights + plan each) still runs both tasks, on the largest
+/// descendants that fit together.
+#[test]
+fn one_copy_memory_counts_the_active_plan_only() {
+    let l = ladder("x");
+    // `ladder` keeps the largest plan (4 MB) as its master weights.
+    assert_eq!(l.memory_bytes(1, SwitchPolicy::OneCopy), 2 * MB);
+    assert_eq!(l.memory_bytes(1, SwitchPolicy::OnDemand), 6 * MB);
+    assert_eq!(l.memory_bytes(9, SwitchPolicy::OneCopy), 4 * MB);
+    let t0 = Instant::now();
+    let run = |policy: SwitchPolicy| {
+        let s = Settings {
+            switch_policy: policy,
+            default_budget: Budget::new(2.0, 6 * MB),
+            ..settings()
+        };
+        let mut pl = Planner::new(s, vec![spec("a", 1.0), spec("b", 1.0)], t0).unwrap();
+        pl.task_started("a", t0).unwrap();
+        pl.task_started("b", t0).unwrap();
+        let p = pl.plan().clone();
+        let running: Vec<_> = p
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Running)
+            .map(|t| t.descendant_index)
+            .collect();
+        let memory: u64 = running
+            .iter()
+            .map(|&d| ladder("x").memory_bytes(d, policy))
+            .sum();
+        (running, memory)
+    };
+    let (one, mem) = run(SwitchPolicy::OneCopy);
+    assert_eq!(one.len(), 2, "both tasks run under one copy: {one:?}");
+    assert!(mem <= 6 * MB, "{mem}");
+    assert_eq!(
+        one.iter().sum::<usize>(),
+        4,
+        "two 3-MB plans or 2 + 4 MB: {one:?}"
+    );
+    let (on_demand, mem) = run(SwitchPolicy::OnDemand);
+    assert!(mem <= 6 * MB, "{mem}");
+    assert!(
+        on_demand.len() < 2,
+        "two on-demand slots need >= 10 MB: {on_demand:?}"
+    );
+}

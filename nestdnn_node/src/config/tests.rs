@@ -92,6 +92,7 @@ fn wildcard_and_namespaced_sections_merge_in_file_order() {
   ros__parameters:
     tasks: [a]
     scheduler.alpha: 0.7
+    scheduler.switch_policy: one_copy
 /robot2/nestdnn_node:
   ros__parameters:
     tasks: [zzz]
@@ -100,6 +101,7 @@ fn wildcard_and_namespaced_sections_merge_in_file_order() {
     let c = NodeConfig::load(&p, &NodeName::new("/robot1", "nestdnn_node"), Vec::new()).unwrap();
     assert!(c.use_sim_time);
     assert_eq!(c.scheduler.alpha, 0.7);
+    assert_eq!(c.scheduler.switch_policy, SwitchPolicy::OneCopy);
     assert_eq!(c.tasks[0].name, "a");
     // A node in another namespace gets only the wildcard section: no tasks.
     let e =

@@ -205,12 +205,17 @@ pub fn find_models(root: &Path) -> Result<Vec<PathBuf>, ModelError> {
 
 /// One task's multi-capacity model: the decoded master weights, the validated ladder and the
 /// per-descendant BN statistics. Build plans with [`MultiCapacityModel::build_plan`].
+///
+/// [`MultiCapacityModel::without_master`] drops the decoded master weights; plans are then
+/// built from the master file, re-read (hash-checked) for each build: one copy of the weights
+/// in memory, the active descendant's ([`SwitchPolicy::OneCopy`]).
 pub struct MultiCapacityModel {
     dir: PathBuf,
     manifest: Manifest,
     manifest_sha256: String,
     onnx: tract_onnx::Onnx,
-    master: Master,
+    /// The decoded master weights; `None` once dropped ([`MultiCapacityModel::without_master`]).
+    master: Option<Master>,
     analyses: Vec<Analysis>,
     bn: HashMap<String, Vec<f32>>,
     vanilla_params: u64,
@@ -368,7 +373,7 @@ impl MultiCapacityModel {
             manifest,
             manifest_sha256,
             onnx: tract_onnx::onnx(),
-            master,
+            master: Some(master),
             analyses,
             bn,
             vanilla_params,
@@ -479,9 +484,36 @@ impl MultiCapacityModel {
         self.vanilla_params
     }
 
-    /// Bytes of the decoded master weights this model keeps for on-demand builds.
+    /// Bytes of the decoded master weights this model keeps for on-demand builds (0 once
+    /// [`MultiCapacityModel::without_master`] dropped them).
     pub fn master_bytes(&self) -> u64 {
-        self.master.weight_bytes()
+        self.master.as_ref().map_or(0, Master::weight_bytes)
+    }
+
+    /// True while the decoded master weights are in memory.
+    pub fn holds_master(&self) -> bool {
+        self.master.is_some()
+    }
+
+    /// This model without its decoded master weights: every later plan build (and
+    /// [`MultiCapacityModel::descendant_proto`]) re-reads the master ONNX file, checks it
+    /// against the manifest's SHA-256 and slices the descendant from it. Builds then cost the
+    /// file's read, hash and decode (milliseconds) on top of the slice and optimize, and fail
+    /// with [`ModelError::Hash`] if the file changed since loading; in exchange the model keeps
+    /// only its ladder, graph analyses and BN statistics (kilobytes) between builds.
+    pub fn without_master(mut self) -> Self {
+        self.master = None;
+        self
+    }
+
+    /// [`MultiCapacityModel::without_master`] for a shared model: drops the master weights if
+    /// `model` is the only reference, otherwise returns it unchanged (the other owners keep the
+    /// weights in memory).
+    pub fn shed_master(model: std::sync::Arc<Self>) -> std::sync::Arc<Self> {
+        match std::sync::Arc::try_unwrap(model) {
+            Ok(m) => std::sync::Arc::new(m.without_master()),
+            Err(shared) => shared,
+        }
     }
 
     /// Reads the model's `fixtures.safetensors`.
@@ -517,7 +549,18 @@ impl MultiCapacityModel {
             stats: &self.bn,
             prefix: &d.bn_stats_prefix,
         };
-        self.master.materialize(&self.analyses[index], &src)
+        let a = &self.analyses[index];
+        match &self.master {
+            Some(m) => m.materialize(a, &src),
+            None => {
+                let onnx = &self.manifest.onnx;
+                let (path, bytes) = read_checked(&self.dir, &onnx.file, &onnx.sha256)?;
+                let proto = decode_onnx(&path, &bytes)?;
+                drop(bytes);
+                let master = Master::from_proto(proto).map_err(in_file(&path))?;
+                master.materialize(a, &src).map_err(in_file(&path))
+            }
+        }
     }
 
     /// The vanilla model as a standalone ONNX model with BN folded.

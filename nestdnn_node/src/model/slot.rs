@@ -310,6 +310,20 @@ pub enum SwitchPolicy {
     /// on a background thread (milliseconds) and then swaps. Memory: master + active plan
     /// (+ the target plan while it is being built).
     OnDemand,
+    /// One copy of the multi-capacity model, as the paper's runtime holds it: only the active
+    /// descendant's plan is kept. A switch re-reads the master file (hash-checked), slices the
+    /// target, builds its plan on a background thread and swaps; the master weights are
+    /// dropped again ([`MultiCapacityModel::without_master`]). Memory: the active plan
+    /// (+ the master weights and the target plan while building). A switch costs the file's
+    /// read, hash and decode on top of an on-demand build.
+    OneCopy,
+}
+
+impl SwitchPolicy {
+    /// True for the policies that build plans on a background thread when asked to switch.
+    pub fn builds_on_switch(self) -> bool {
+        !matches!(self, SwitchPolicy::Resident)
+    }
 }
 
 /// One completed switch.
@@ -389,7 +403,10 @@ impl ModelSlot {
     /// Creates a slot for `model` running descendant `initial`.
     ///
     /// `Resident` builds every plan now (sequentially, on this thread) and does not keep the
-    /// master weights; `OnDemand` builds `initial` now and starts the background builder.
+    /// master weights; `OnDemand` builds `initial` now and starts the background builder;
+    /// `OneCopy` does the same after dropping the model's master weights when this slot holds
+    /// the only reference to `model` (otherwise the weights stay in memory and
+    /// [`ModelSlot::memory_bytes`] counts them).
     ///
     /// # Errors
     /// [`ModelError::NoSuchDescendant`], plan build errors, [`ModelError::Io`] if the builder
@@ -413,7 +430,12 @@ impl ModelSlot {
                     .collect::<Result<Vec<_>, _>>()?;
                 Self::resident_from_plans(&model.manifest().task, plans, initial)
             }
-            SwitchPolicy::OnDemand => {
+            SwitchPolicy::OnDemand | SwitchPolicy::OneCopy => {
+                let model = if policy == SwitchPolicy::OneCopy {
+                    MultiCapacityModel::shed_master(model)
+                } else {
+                    model
+                };
                 let plan = model.build_plan(initial)?;
                 let shared = Arc::new(Shared {
                     task: model.manifest().task.clone(),
@@ -545,7 +567,7 @@ impl ModelSlot {
                 });
                 st.switches += 1;
             }
-            SwitchPolicy::OnDemand => {
+            SwitchPolicy::OnDemand | SwitchPolicy::OneCopy => {
                 let mut st = sh.status.lock();
                 st.target = index;
                 st.requested_at = Some(Instant::now());
@@ -590,12 +612,14 @@ impl ModelSlot {
         self.shared.status.lock().last_error.clone()
     }
 
-    /// Bytes the slot keeps: resident = all plans; on-demand = master weights + active plan.
+    /// Bytes the slot keeps: resident = all plans; on-demand = master weights + active plan;
+    /// one-copy = the active plan (+ the master weights if another owner of the model keeps
+    /// them).
     pub fn memory_bytes(&self) -> u64 {
         let sh = &self.shared;
         match sh.policy {
             SwitchPolicy::Resident => sh.resident.iter().map(DescendantPlan::plan_bytes).sum(),
-            SwitchPolicy::OnDemand => {
+            SwitchPolicy::OnDemand | SwitchPolicy::OneCopy => {
                 sh.model.as_ref().map_or(0, |m| m.master_bytes())
                     + sh.active.load().plan.plan_bytes()
             }

@@ -24,7 +24,7 @@ use super::throttle::Throttle;
 use super::{NodeClock, Shutdown};
 use crate::config::{NodeConfig, TaskConfig, Transport};
 use crate::interface::Qos;
-use crate::model::{ModelError, ModelSlot, MultiCapacityModel};
+use crate::model::{ModelError, ModelSlot, MultiCapacityModel, SwitchPolicy};
 use crate::msgs::{
     Classification, Clock, DiagnosticArray, InferenceResult, LabelInfo, VisionClass,
 };
@@ -439,6 +439,12 @@ impl LoadedTask {
                 task: t.name.clone(),
                 source,
             })?;
+        let model = if cfg.scheduler.switch_policy == SwitchPolicy::OneCopy {
+            // The node keeps the model only for its manifest and hashes (calibration files).
+            MultiCapacityModel::shed_master(model)
+        } else {
+            model
+        };
         let slot =
             ModelSlot::new(model.clone(), cfg.scheduler.switch_policy, 0).map_err(model_err)?;
         Ok(LoadedTask {

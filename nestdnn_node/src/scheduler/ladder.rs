@@ -232,14 +232,19 @@ impl Ladder {
     }
 
     /// Memory a task running descendant `d` holds under `policy`: resident = every plan;
-    /// on-demand = master weights + the active plan. Out-of-range `d` counts as the largest.
+    /// on-demand = master weights + the active plan; one-copy = the active plan. Out-of-range
+    /// `d` counts as the largest.
     pub fn memory_bytes(&self, d: usize, policy: SwitchPolicy) -> u64 {
+        let plan = || {
+            self.rungs
+                .get(d)
+                .or(self.rungs.last())
+                .map_or(0, |r| r.plan_bytes)
+        };
         match policy {
             SwitchPolicy::Resident => self.rungs.iter().map(|r| r.plan_bytes).sum(),
-            SwitchPolicy::OnDemand => {
-                let r = self.rungs.get(d).or(self.rungs.last());
-                self.master_bytes + r.map_or(0, |r| r.plan_bytes)
-            }
+            SwitchPolicy::OnDemand => self.master_bytes + plan(),
+            SwitchPolicy::OneCopy => plan(),
         }
     }
 }

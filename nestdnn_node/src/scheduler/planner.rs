@@ -373,7 +373,7 @@ impl Planner {
             objective: s.objective,
             switch_scale: match s.switch_policy {
                 SwitchPolicy::Resident => 0.0,
-                SwitchPolicy::OnDemand => s.alpha / horizon,
+                SwitchPolicy::OnDemand | SwitchPolicy::OneCopy => s.alpha / horizon,
             },
         }
     }
