@@ -232,12 +232,16 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
         let (profiled, accuracy_source) = Ladder::for_model(model, &profile)?;
         log::info!("{}: accuracies from the {accuracy_source}", fr.app);
         let profiled = profiled.calibrated(&off.cpu_s.iter().map(|&c| Some(c)).collect::<Vec<_>>());
+        // Switch cost: a one-copy build re-reads the master file; measure it here.
+        let build_s = switch_build_s(model)?;
         let rungs = profiled
             .rungs()
             .iter()
             .zip(&off.plan_bytes)
-            .map(|(r, &b)| Rung {
+            .zip(&build_s)
+            .map(|((r, &b), &build)| Rung {
                 plan_bytes: b,
+                build_s: build.unwrap_or(r.build_s),
                 ..r.clone()
             })
             .collect();
@@ -251,6 +255,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             "accuracy_source": accuracy_source,
             "cpu_ms_per_frame_hot": off.cpu_s.iter().map(|c| c * 1e3).collect::<Vec<_>>(),
             "plan_bytes": off.plan_bytes,
+            "switch_build_ms": build_s.iter().map(|b| b.map(|s| s * 1e3)).collect::<Vec<_>>(),
             "master_bytes": model.master_bytes(),
             "status_quo": off.status_quo,
         }));
@@ -513,6 +518,38 @@ fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> 
                     }
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// Thread CPU seconds of one switch to each descendant under [`workload::SWITCH_POLICY`]
+/// (median of three builds; `None` where no CPU clock is available): with one copy the
+/// model is loaded without its master weights, so each build re-reads, hash-checks and
+/// decodes the master file before slicing, as the benchmark's slots do.
+fn switch_build_s(model: &MultiCapacityModel) -> Result<Vec<Option<f64>>, BenchError> {
+    use nestdnn::model::SwitchPolicy;
+    use nestdnn::runtime::thread_cpu_time;
+    let lean;
+    let m = if workload::SWITCH_POLICY == SwitchPolicy::OneCopy {
+        lean = MultiCapacityModel::load(model.dir())?.without_master();
+        &lean
+    } else {
+        model
+    };
+    (0..m.num_descendants())
+        .map(|d| {
+            let mut t = Vec::with_capacity(3);
+            for _ in 0..3 {
+                let c0 = thread_cpu_time();
+                let plan = m.build_plan(d)?;
+                let c1 = thread_cpu_time();
+                drop(plan);
+                if let (Some(a), Some(b)) = (c0, c1) {
+                    t.push(b.saturating_sub(a).as_secs_f64());
+                }
+            }
+            t.sort_by(f64::total_cmp);
+            Ok(t.get(t.len() / 2).copied())
         })
         .collect()
 }

@@ -2,9 +2,10 @@
 //!
 //! * **NestDNN** ([`Tenant::nested`]): when the app starts, its multi-capacity model is loaded
 //!   from disk ([`MultiCapacityModel::load`]: manifest, master weights, BN statistics, every
-//!   hash checked) and the planned descendant is built ([`ModelSlot::new`], on demand). When
-//!   the app stops the slot is dropped. Switches then build descendants on demand, as the node
-//!   does.
+//!   hash checked) and the planned descendant is built ([`ModelSlot::new`] with
+//!   [`super::workload::SWITCH_POLICY`]: one copy, so the decoded master weights are dropped
+//!   and the slot keeps only the active plan). When the app stops the slot is dropped.
+//!   Switches re-read the master file and build the target descendant in the background.
 //! * **Status quo** ([`Tenant::fixed`]): one fixed model chosen up front, the app's vanilla
 //!   model (trained conventionally, not a nested descendant) or one of its standalone smaller
 //!   models (pruned from the vanilla model and retrained on their own; the sweep's levels).
@@ -25,9 +26,7 @@ use std::time::Instant;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
-use nestdnn::model::{
-    DescendantPlan, ModelError, ModelSlot, MultiCapacityModel, PlanState, SwitchPolicy,
-};
+use nestdnn::model::{DescendantPlan, ModelError, ModelSlot, MultiCapacityModel, PlanState};
 use nestdnn::node::frames::top1;
 use nestdnn::runtime::{thread_cpu_time, InferenceModel, Served};
 
@@ -336,7 +335,7 @@ impl Tenant {
             let dir = self.model.dir().to_path_buf();
             let (s, cpu, wall) = measured(|| {
                 let m = MultiCapacityModel::load(&dir)?;
-                ModelSlot::new(Arc::new(m), SwitchPolicy::OnDemand, initial)
+                ModelSlot::new(Arc::new(m), super::workload::SWITCH_POLICY, initial)
             });
             let s = s?;
             loads.lock().record(false, cpu, wall);
