@@ -7,6 +7,8 @@
 //!   BN fold, tract optimize): the on-demand switch cost;
 //! - `switch/on_demand/<task>`: `request` + wait until the background builder swapped the
 //!   largest (or smallest) descendant in: build plus thread hand-off.
+//! - `switch/one_copy/<task>`: the same with one copy of the model (no master weights in
+//!   memory): each build re-reads, hash-checks and decodes the master file first.
 //!
 //! Also prints each policy's memory (counting allocator).
 
@@ -80,6 +82,33 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 on_demand.request(next).expect("request");
                 assert!(on_demand.wait_idle(Duration::from_secs(30)));
+                next = top - next;
+            })
+        });
+        g.finish();
+
+        // A model of its own, so the slot holds the only reference and drops the weights.
+        let one_copy = match MultiCapacityModel::load(&dir) {
+            Ok(m) => ModelSlot::new(Arc::new(m), SwitchPolicy::OneCopy, 0).expect("slot"),
+            Err(e) => {
+                eprintln!("skipping one_copy for {}: {e}", dir.display());
+                continue;
+            }
+        };
+        let oc_small = one_copy.memory_bytes();
+        one_copy.request(top).expect("request");
+        one_copy.wait_idle(Duration::from_secs(30));
+        eprintln!(
+            "memory {task}: one-copy {:.1} KiB (smallest plan) .. {:.1} KiB (largest plan)",
+            kib(oc_small),
+            kib(one_copy.memory_bytes())
+        );
+        let mut next = 0;
+        let mut g = c.benchmark_group("switch/one_copy");
+        g.bench_function(&task, |b| {
+            b.iter(|| {
+                one_copy.request(next).expect("request");
+                assert!(one_copy.wait_idle(Duration::from_secs(30)));
                 next = top - next;
             })
         });

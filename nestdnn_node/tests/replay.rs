@@ -642,7 +642,12 @@ fn cli_writes_the_report_and_exits_non_zero_on_a_damaged_bag() {
 fn realtime_replay_runs_the_node_core_at_bag_pace() {
     let _alone = CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let bag = root().join("test/bags/recording_db3");
-    let cfg = config(&[("digits_vgg.transport", "compressed")]);
+    // One copy of each model (the slots keep only the active plan; a switch re-reads the
+    // master file), so the live node's switches run through that path too.
+    let cfg = config(&[
+        ("digits_vgg.transport", "compressed"),
+        ("scheduler.switch_policy", "one_copy"),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rt.mcap");
     // A private profile cache: profiled here (a few seconds), so a profile measured while the
@@ -680,6 +685,13 @@ fn realtime_replay_runs_the_node_core_at_bag_pace() {
     };
     assert!(near("budget", 1.0), "{:?}", r.plans);
     assert!(near("priority_changed:digits_vgg", 3.5), "{:?}", r.plans);
+    assert!(
+        r.tasks
+            .values()
+            .any(|t| !t.switches.is_empty() && t.descendants.len() >= 2),
+        "one-copy switches served frames: {:?}",
+        r.tasks
+    );
     check_output(&out, &r);
 }
 

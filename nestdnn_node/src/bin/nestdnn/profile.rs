@@ -148,7 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &rows,
     );
     text += &format!(
-        "resident (all plans): {} KiB; on-demand: master {} KiB + active plan\n",
+        "resident (all plans): {} KiB; on-demand: master {} KiB + active plan; one-copy: active plan\n",
         kib(p.resident_bytes()),
         kib(p.master_bytes)
     );
