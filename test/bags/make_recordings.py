@@ -239,7 +239,9 @@ def events_heavy():
     prio = lambda task, p, en: dict(task=task, priority=p, enabled=en)  # noqa: E731
     B, P = "nestdnn_msgs/msg/ResourceBudget", "nestdnn_msgs/msg/TaskPriority"
     return [
-        (0.0, BUDGET_TOPIC, B, budget(1.25, 0.2), "initial budget: every task on its largest"),
+        (0.0, BUDGET_TOPIC, B, budget(1.25, 0.2),
+         "initial budget: every task on its most accurate descendant (the cheapest of equals; "
+         "objects_vgg on d3, its best through the camera)"),
         (4.0, BUDGET_TOPIC, B, budget(1 / 3, 0.8),
          "budget drops to 1/3 of the demand: heavy apps step down"),
         (8.0, PRIORITY_TOPIC, P, prio("objects_vgg", 50.0, True),
