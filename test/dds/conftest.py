@@ -4,9 +4,11 @@ These tests must run inside a private network namespace holding only loopback
 (test/dds/run_tests.sh enters one); they refuse to run outside one.
 """
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -25,6 +27,20 @@ def _only_loopback():
 
 if not _only_loopback():
     pytest.exit("DDS tests must run in a private network namespace (use test/dds/run_tests.sh)", 2)
+
+
+# A private profile cache for the session: the nodes profile the models once (the first start,
+# within STARTUP_S) and never start from profiles or calibrations another run left in the
+# user's cache (a calibration stored by a replay on a loaded machine once changed what the
+# planner did in test_budget_and_priority_replan).
+_CACHE = tempfile.mkdtemp(prefix="nestdnn-dds-cache-")
+os.environ["NESTDNN_CACHE_DIR"] = _CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache():
+    yield _CACHE
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def binary(name):
