@@ -76,16 +76,7 @@ fn bench(c: &mut Criterion) {
         }
         g.finish();
 
-        let mut next = top;
-        let mut g = c.benchmark_group("switch/on_demand");
-        g.bench_function(&task, |b| {
-            b.iter(|| {
-                on_demand.request(next).expect("request");
-                assert!(on_demand.wait_idle(Duration::from_secs(30)));
-                next = top - next;
-            })
-        });
-        g.finish();
+        flips(c, "switch/on_demand", &task, &on_demand, top);
 
         // A model of its own, so the slot holds the only reference and drops the weights.
         let one_copy = match MultiCapacityModel::load(&dir) {
@@ -103,17 +94,23 @@ fn bench(c: &mut Criterion) {
             kib(oc_small),
             kib(one_copy.memory_bytes())
         );
-        let mut next = 0;
-        let mut g = c.benchmark_group("switch/one_copy");
-        g.bench_function(&task, |b| {
-            b.iter(|| {
-                one_copy.request(next).expect("request");
-                assert!(one_copy.wait_idle(Duration::from_secs(30)));
-                next = top - next;
-            })
-        });
-        g.finish();
+        flips(c, "switch/one_copy", &task, &one_copy, top);
     }
+}
+
+/// `group/task`: `request` + wait until the background builder swapped the other end of the
+/// ladder in (smallest <-> largest, `top`), starting from where `slot` is now.
+fn flips(c: &mut Criterion, group: &str, task: &str, slot: &ModelSlot, top: usize) {
+    let mut next = top - slot.target().min(top);
+    let mut g = c.benchmark_group(group);
+    g.bench_function(task, |b| {
+        b.iter(|| {
+            slot.request(next).expect("request");
+            assert!(slot.wait_idle(Duration::from_secs(30)));
+            next = top - next;
+        })
+    });
+    g.finish();
 }
 
 criterion_group! {

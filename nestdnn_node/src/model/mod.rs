@@ -155,6 +155,15 @@ fn read_checked(dir: &Path, file: &str, sha: &str) -> Result<(PathBuf, Vec<u8>),
     Ok((path, bytes))
 }
 
+/// Reads `file` of `dir`, checks its SHA-256 and decodes it into a [`Master`] graph.
+fn read_master(dir: &Path, file: &str, sha: &str) -> Result<(PathBuf, Master), ModelError> {
+    let (path, bytes) = read_checked(dir, file, sha)?;
+    let proto = decode_onnx(&path, &bytes)?;
+    drop(bytes);
+    let master = Master::from_proto(proto).map_err(in_file(&path))?;
+    Ok((path, master))
+}
+
 fn decode_onnx(path: &Path, bytes: &[u8]) -> Result<ModelProto, ModelError> {
     ModelProto::decode(bytes).map_err(|e| ModelError::Invalid {
         path: path.to_path_buf(),
@@ -253,10 +262,7 @@ impl MultiCapacityModel {
         };
 
         // Master graph.
-        let (opath, obytes) = read_checked(dir, &manifest.onnx.file, &manifest.onnx.sha256)?;
-        let proto = decode_onnx(&opath, &obytes)?;
-        drop(obytes);
-        let master = Master::from_proto(proto).map_err(in_file(&opath))?;
+        let (opath, master) = read_master(dir, &manifest.onnx.file, &manifest.onnx.sha256)?;
         Self::check_io(&manifest, &master, &opath)?;
         if master.opset != manifest.onnx.opset {
             return Err(invalid(
@@ -431,10 +437,7 @@ impl MultiCapacityModel {
         manifest: &Manifest,
         spec: &manifest::Vanilla,
     ) -> Result<(Master, Analysis), ModelError> {
-        let (vpath, vbytes) = read_checked(dir, &spec.file, &spec.sha256)?;
-        let proto = decode_onnx(&vpath, &vbytes)?;
-        drop(vbytes);
-        let master = Master::from_proto(proto).map_err(in_file(&vpath))?;
+        let (vpath, master) = read_master(dir, &spec.file, &spec.sha256)?;
         Self::check_io(manifest, &master, &vpath)?;
         let a = master
             .analyze(&BTreeMap::new(), manifest.input.channels)
@@ -554,10 +557,7 @@ impl MultiCapacityModel {
             Some(m) => m.materialize(a, &src),
             None => {
                 let onnx = &self.manifest.onnx;
-                let (path, bytes) = read_checked(&self.dir, &onnx.file, &onnx.sha256)?;
-                let proto = decode_onnx(&path, &bytes)?;
-                drop(bytes);
-                let master = Master::from_proto(proto).map_err(in_file(&path))?;
+                let (path, master) = read_master(&self.dir, &onnx.file, &onnx.sha256)?;
                 master.materialize(a, &src).map_err(in_file(&path))
             }
         }

@@ -319,13 +319,6 @@ pub enum SwitchPolicy {
     OneCopy,
 }
 
-impl SwitchPolicy {
-    /// True for the policies that build plans on a background thread when asked to switch.
-    pub fn builds_on_switch(self) -> bool {
-        !matches!(self, SwitchPolicy::Resident)
-    }
-}
-
 /// One completed switch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SwitchRecord {
