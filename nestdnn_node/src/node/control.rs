@@ -21,10 +21,10 @@ impl Inner {
                 let p = self.planner.lock();
                 (p.next_review(), p.budget_deadline())
             };
-            let wake = match (review, stale_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            // The next calibration is a deadline too (else it would wait for the next
+            // diagnostics tick, and a 1.3 s period would calibrate every 2 s).
+            let calibrate_at = self.calibration_period.map(|every| calibrated_at + every);
+            let wake = [review, stale_at, calibrate_at].into_iter().flatten().min();
             let wait = wake
                 .map(|r| r.saturating_duration_since(Instant::now()))
                 .unwrap_or(period)
