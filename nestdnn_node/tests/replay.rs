@@ -18,10 +18,17 @@ use nestdnn::msgs::{InferenceResult, Plan as PlanMsg, RosMessage};
 use nestdnn::replay::{replay, PlanRecord, ProfileSource, ReplayOptions, Report, Status};
 use serde_json::Value;
 
-/// Held by the tests that must not overlap: the real-time replay profiles and paces on the
-/// wall clock, and the heavy recording's six tasks (two of up to 74.7 MMAC) would load the CPU
-/// under it (seen in CI: the real-time task fell 3.2 binomial standard deviations short).
+/// Held by every test of this file: the real-time replays profile and pace on the wall clock,
+/// and any other replay running beside them (the heavy recording's six tasks, two of up to
+/// 74.7 MMAC, most of all) would take the CPU from under them (seen in CI: the real-time task
+/// fell 3.2 binomial standard deviations short). The deterministic replays are quick, so
+/// running them one at a time costs a few seconds.
 static CPU_HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`CPU_HEAVY`] (a test that panicked while holding it does not block the others).
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -305,6 +312,7 @@ fn check_output(out: &Path, r: &Report) {
 
 #[test]
 fn mcap_recording_accuracy_events_determinism_and_output() {
+    let _alone = alone();
     let bag = root().join("test/bags/recording");
     let entry = bag_entry("recording");
     let cfg = config(&[]);
@@ -343,7 +351,7 @@ fn mcap_recording_accuracy_events_determinism_and_output() {
 /// event, and a live table that shows the demand against the budget.
 #[test]
 fn heavy_recording_plans_follow_the_demand_against_the_budget() {
-    let _alone = CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let bag = root().join("test/bags/recording_heavy");
     let entry = bag_entry("recording_heavy");
     let cfg = config_from("params/replay_heavy.yaml", &[]);
@@ -379,6 +387,7 @@ fn heavy_recording_plans_follow_the_demand_against_the_budget() {
 
 #[test]
 fn db3_recording_and_the_same_bag_written_by_mcap_writer() {
+    let _alone = alone();
     let bag = root().join("test/bags/recording_db3");
     let entry = bag_entry("recording_db3");
     // This recording carries digits_vgg as jpeg.
@@ -454,6 +463,7 @@ fn rewrite(from: &Path, to: &Path) {
 /// undecodable jpeg bytes, an unknown-type topic, a budget and a priority event.
 #[test]
 fn rosbags_fixtures_in_both_storages_replay_alike() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let params = dir.path().join("fixtures.yaml");
     std::fs::write(
@@ -508,6 +518,7 @@ fn db3_copy(dir: &Path, name: &str, sql: &str) -> PathBuf {
 
 #[test]
 fn damaged_and_empty_bags_are_reported_with_file_and_place() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&[("digits_vgg.transport", "compressed")]);
     let mcap = std::fs::read(root().join("test/bags/recording/recording.mcap")).unwrap();
@@ -594,6 +605,7 @@ fn damaged_and_empty_bags_are_reported_with_file_and_place() {
 /// file; a good one exits 0 with the summary.
 #[test]
 fn cli_writes_the_report_and_exits_non_zero_on_a_damaged_bag() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let exe = env!("CARGO_BIN_EXE_nestdnn");
     let db3 = root().join("test/bags/recording_db3/recording_db3.db3");
@@ -640,7 +652,7 @@ fn cli_writes_the_report_and_exits_non_zero_on_a_damaged_bag() {
 /// recorded events re-plan at about their bag time, the output bag written.
 #[test]
 fn realtime_replay_runs_the_node_core_at_bag_pace() {
-    let _alone = CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let bag = root().join("test/bags/recording_db3");
     // One copy of each model (the slots keep only the active plan; a switch re-reads the
     // master file), so the live node's switches run through that path too.
@@ -662,6 +674,14 @@ fn realtime_replay_runs_the_node_core_at_bag_pace() {
     let r = replay(&bag, &cfg, &o, &mut |_| {}).unwrap();
     assert_eq!(r.status, Status::Ok, "{:?}", r.errors);
     assert!(r.wall_s >= 3.9, "bag pace: {} s", r.wall_s);
+    // The reference is this bag's own accuracy (every frame, deterministic pacing), not the
+    // manifests': its 120 frames are a fixed set, harder than the test split for
+    // fashion_resnet (88.3 % against an expected 92.6 %), and a 3-sigma band around the
+    // manifest value failed once in CI (82.8 % on 87 frames against 92.0 %). Which frames the
+    // wall clock drops and which descendant serves them still vary: 3 sigma plus 5 points,
+    // which a broken pipeline (one class for every frame, wrong pre-processing) misses by far.
+    let det = run(&bag, &cfg, None);
+    assert_eq!(det.status, Status::Ok, "{:?}", det.errors);
     for name in ["fashion_resnet", "digits_vgg"] {
         let t = &r.tasks[name];
         assert_eq!(t.frames, 120, "{name}");
@@ -670,13 +690,19 @@ fn realtime_replay_runs_the_node_core_at_bag_pace() {
             t.processed + t.dropped + t.ignored_disabled + t.bad_frames,
             120
         );
-        let (acc, exp) = (t.accuracy.unwrap(), t.expected_accuracy.unwrap());
-        let tol = 3.0 * (exp * (1.0 - exp) / t.ground_truth as f64).sqrt();
+        let (acc, reference) = (t.accuracy.unwrap(), det.tasks[name].accuracy.unwrap());
+        let tol = 3.0 * (reference * (1.0 - reference) / t.ground_truth as f64).sqrt() + 0.05;
         eprintln!(
-            "realtime {name}: {} of 120 processed, {:.1} fps, accuracy {acc:.4} vs {exp:.4}",
-            t.processed, t.fps
+            "realtime {name}: {} of 120 processed, {:.1} fps, accuracy {acc:.4} vs {reference:.4} \
+             on the whole bag (manifests {:.4})",
+            t.processed,
+            t.fps,
+            t.expected_accuracy.unwrap()
         );
-        assert!((acc - exp).abs() <= tol.max(0.05), "{name}: {acc} vs {exp}");
+        assert!(
+            (acc - reference).abs() <= tol,
+            "{name}: {acc} vs {reference} (tolerance {tol})"
+        );
     }
     let near = |trigger: &str, at: f64| {
         r.plans
@@ -704,11 +730,15 @@ fn realtime_node_recalibrates_wrong_profiles() {
     // Alone, like the other realtime replays: under a second replay's load a task can see too
     // few frames by the first calibration tick, and a later re-calibration that leaves the
     // plan unchanged makes no plan record (failed once in CI that way).
-    let _alone = CPU_HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = alone();
     let bag = root().join("test/bags/recording_db3");
     let cfg = config(&[
         ("digits_vgg.transport", "compressed"),
-        ("scheduler.calibration_period_s", "1.0"),
+        // Not 1.0: the bag's budget arrives at 1.0 s, and a calibration plan made at the same
+        // moment can be superseded by the budget's plan (the node applies only the newest;
+        // that plan carries the new ladders, but under the trigger `budget`), which failed
+        // in CI once. Ticks at 1.3, 2.6, 3.9 s meet no recorded event (1.0 and 3.5 s).
+        ("scheduler.calibration_period_s", "1.3"),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let cache = nestdnn::profile::ProfileCache::new(dir.path().join("cache"));
@@ -744,7 +774,7 @@ fn realtime_node_recalibrates_wrong_profiles() {
             .find(|p| p.trigger == format!("profile_changed:{name}"))
             .unwrap_or_else(|| panic!("{name}: no re-calibration: {:?}", r.plans));
         eprintln!("{name}: re-calibrated at {:.2} s", at.time);
-        assert!(at.time > 0.9, "{name}: calibrated before the first period");
+        assert!(at.time > 1.2, "{name}: calibrated before the first period");
     }
     // Calibration plans are made on the control thread while budgets and priorities arrive on
     // others: the node applies and publishes plans in sequence order only (an older plan
@@ -763,6 +793,7 @@ fn realtime_node_recalibrates_wrong_profiles() {
 /// made for another version of a model is an error naming the task, the file and the fix.
 #[test]
 fn profile_files_must_match_the_models() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&[]);
     let bag = root().join("test/bags/recording_db3");

@@ -76,28 +76,41 @@ fn delivered_rates_match_the_plan() {
     rt.apply(&plan).unwrap();
     let frames: Vec<Vec<u64>> = (0..3).map(|i| vec![i]).collect();
     drive(&rt, &frames, 60.0, Duration::from_millis(500));
-    let rates = drive(&rt, &frames, 60.0, Duration::from_secs(3));
-    let mut report = String::new();
-    for (r, t) in rates.iter().zip(&plan.tasks) {
-        report.push_str(&format!(
-            "{}: {} share {:.2} expected {:.1} fps, delivered {:.1} fps, {:.3} cores\n",
-            t.task, t.descendant, t.share, t.expected_fps, r.delivered_fps, r.cpu_cores
+    // Up to three measurements: a machine busy with other tests can starve one 3 s window,
+    // while a runtime that misses its plan misses it in all three.
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        let rates = drive(&rt, &frames, 60.0, Duration::from_secs(3));
+        let mut report = String::new();
+        for (r, t) in rates.iter().zip(&plan.tasks) {
+            report.push_str(&format!(
+                "{}: {} share {:.2} expected {:.1} fps, delivered {:.1} fps, {:.3} cores\n",
+                t.task, t.descendant, t.share, t.expected_fps, r.delivered_fps, r.cpu_cores
+            ));
+        }
+        eprint!("attempt {attempt}\n{}{report}", plan.to_table());
+        let mut problems = Vec::new();
+        for (r, t) in rates.iter().zip(&plan.tasks) {
+            let err = (r.delivered_fps - t.expected_fps).abs() / t.expected_fps;
+            if err > 0.15 {
+                problems.push(format!("{}: off by {:.0}%", t.task, err * 100.0));
+            }
+            // The share is a ceiling however busy the machine is: checked on every attempt.
+            assert!(
+                r.cpu_cores <= t.share * 1.1 + 0.01,
+                "{}: used more than its share\n{report}",
+                t.task
+            );
+        }
+        if problems.is_empty() {
+            failures.clear();
+            break;
+        }
+        failures.push(format!(
+            "attempt {attempt}: {}\n{report}",
+            problems.join("; ")
         ));
     }
-    eprint!("{}{report}", plan.to_table());
-    for (r, t) in rates.iter().zip(&plan.tasks) {
-        let err = (r.delivered_fps - t.expected_fps).abs() / t.expected_fps;
-        assert!(
-            err <= 0.15,
-            "{}: off by {:.0}%\n{report}",
-            t.task,
-            err * 100.0
-        );
-        assert!(
-            r.cpu_cores <= t.share * 1.1 + 0.01,
-            "{}: used more than its share\n{report}",
-            t.task
-        );
-    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     drop(rt);
 }

@@ -82,9 +82,12 @@ def test_play_rate_topics_and_loop(procs, dp):
     assert 1.2 < took < 6.0, took
     assert budgets.wait(lambda xs: len(xs) >= 2, 5), len(budgets.items)
     assert sorted(round(b.cpu_cores_available, 3) for b in budgets.items[:2]) == [0.026, 0.036]
+    seen = len(budgets.poll())
     looped = procs([binary("nestdnn"), "play", BAG, "--rate", "8", "--loop",
                     "--topics", "/nestdnn/resource_budget"], name="loop")
-    time.sleep(2.5)  # 0.5 s of bag per pass: several passes
+    # 0.5 s of bag per pass, 2 budgets each: wait for three passes to arrive (however long the
+    # player takes to start on a busy machine) rather than sleeping a fixed time.
+    assert budgets.wait(lambda xs: len(xs) >= seen + 6, 30), len(budgets.items) - seen
     assert looped.alive(), looped.text()
     assert looped.stop() == 0
     n = int(looped.text().split("published ")[1].split()[0])
