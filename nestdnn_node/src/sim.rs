@@ -29,6 +29,17 @@
 //! * **Pacing** (optional, [`SimOptions::target_fps`]): a second bucket per task, filled at
 //!   the target frame rate up to 2 frames, one frame start costs one token (the runtime's
 //!   `pace_to_target`).
+//! * **Model loads** (optional, [`SimOptions::memory`]): each task's one model is loaded when
+//!   its next frame starts and it is not loaded, and that frame runs (and is charged) for the
+//!   load's CPU time plus its inference; when the load completes the model is admitted, and
+//!   the least recently used models of other tasks (by frame start or admission) are evicted
+//!   while the loaded models exceed the memory budget (one model larger than the budget stays
+//!   loaded); an evicted task's frame in flight finishes; a task that stops running unloads
+//!   its model. This is the
+//!   status quo of `nestdnn bench multitenant` (one fixed model per app, LRU eviction). Tasks
+//!   are simulated one after another between calls, so the order of two tasks' frame starts
+//!   within one [`Simulator::advance`] step is not the order in time: step in small
+//!   increments (a camera period) when models are evicted.
 //! * **Not modelled**: CPU contention between tasks (the sum of shares is assumed to fit the
 //!   machine, which the planner guarantees for the budget it was given), pre-processing time,
 //!   OS scheduling noise.
@@ -63,6 +74,9 @@ pub struct SimOptions {
     /// `pace_to_target`); empty (default): no pacing. Missing entries, 0, NaN or infinity:
     /// that task is not paced.
     pub target_fps: Vec<f64>,
+    /// Model loads under a memory budget (see the module docs); `None` (default): every
+    /// model is always loaded, at no cost.
+    pub memory: Option<ModelMemory>,
 }
 
 impl Default for SimOptions {
@@ -70,6 +84,137 @@ impl Default for SimOptions {
         SimOptions {
             burst_s: 0.25,
             target_fps: Vec::new(),
+            memory: None,
+        }
+    }
+}
+
+/// Each task's one model, loaded on demand under a memory budget ([`SimOptions::memory`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMemory {
+    /// Bytes each task's model holds while loaded (missing entries: 0).
+    pub bytes: Vec<u64>,
+    /// CPU seconds (at one core) one load of each task's model takes (missing, negative or
+    /// not finite: 0).
+    pub load_s: Vec<f64>,
+    /// The memory budget, bytes.
+    pub budget_bytes: u64,
+}
+
+/// Which models are loaded, which are loading, when each was last used, and each task's
+/// load counters (kept here: an eviction counts on another task than the one being simulated;
+/// merged into [`Simulator::counters`]).
+#[derive(Debug, Clone)]
+struct Memory {
+    spec: ModelMemory,
+    counters: Vec<SimCounters>,
+    loaded: Vec<bool>,
+    /// When a load in progress completes (the model is admitted then, evicting others).
+    loading: Vec<Option<f64>>,
+    evicted: Vec<bool>,
+    /// When each task last started a frame or was admitted, and a sequence number for ties.
+    used: Vec<(f64, u64)>,
+    seq: u64,
+}
+
+impl Memory {
+    fn new(spec: ModelMemory, tasks: usize) -> Self {
+        Memory {
+            spec,
+            counters: vec![SimCounters::default(); tasks],
+            loaded: vec![false; tasks],
+            loading: vec![None; tasks],
+            evicted: vec![false; tasks],
+            used: vec![(f64::NEG_INFINITY, 0); tasks],
+            seq: 0,
+        }
+    }
+
+    fn touch(&mut self, task: usize, t: f64) {
+        self.seq += 1;
+        if let Some(u) = self.used.get_mut(task) {
+            *u = (t, self.seq);
+        }
+    }
+
+    /// Admits every load that completed by `t`, in time order: the model is loaded, and the
+    /// least recently used models of other tasks are evicted while the loaded models exceed
+    /// the budget (as the status quo's residency admits a model after building it).
+    fn settle(&mut self, t: f64) {
+        loop {
+            let next = (0..self.loading.len())
+                .filter_map(|i| self.loading[i].map(|at| (at, i)))
+                .filter(|&(at, _)| at <= t)
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let Some((at, task)) = next else { break };
+            self.loading[task] = None;
+            self.loaded[task] = true;
+            self.touch(task, at);
+            loop {
+                let total: u64 = (0..self.loaded.len())
+                    .filter(|&i| self.loaded[i])
+                    .map(|i| self.spec.bytes.get(i).copied().unwrap_or(0))
+                    .sum();
+                if total <= self.spec.budget_bytes {
+                    break;
+                }
+                let victim = (0..self.loaded.len())
+                    .filter(|&i| i != task && self.loaded[i])
+                    .min_by(|&a, &b| {
+                        self.used[a]
+                            .0
+                            .total_cmp(&self.used[b].0)
+                            .then(self.used[a].1.cmp(&self.used[b].1))
+                    });
+                let Some(v) = victim else { break };
+                self.loaded[v] = false;
+                self.evicted[v] = true;
+                if let Some(c) = self.counters.get_mut(v) {
+                    c.evictions += 1;
+                }
+            }
+        }
+    }
+
+    /// Task `task` starts a frame at `at`: returns the CPU seconds of the load it needs
+    /// first (0 when its model is loaded) and starts that load, admitted when it completes;
+    /// counts loads and reloads.
+    fn start(&mut self, task: usize, at: f64) -> f64 {
+        self.settle(at);
+        self.touch(task, at);
+        let ready = self.loaded.get(task).copied().unwrap_or(true)
+            || self.loading.get(task).is_some_and(Option::is_some);
+        if ready {
+            return 0.0;
+        }
+        let load = self
+            .spec
+            .load_s
+            .get(task)
+            .copied()
+            .filter(|l| l.is_finite() && *l > 0.0)
+            .unwrap_or(0.0);
+        self.loading[task] = Some(at + load);
+        if let Some(c) = self.counters.get_mut(task) {
+            c.loads += 1;
+            if self.evicted[task] {
+                c.reloads += 1;
+            }
+        }
+        self.evicted[task] = false;
+        load
+    }
+
+    /// Task `task` stopped running: its model is unloaded (not an eviction).
+    fn release(&mut self, task: usize) {
+        if let Some(l) = self.loaded.get_mut(task) {
+            *l = false;
+        }
+        if let Some(l) = self.loading.get_mut(task) {
+            *l = None;
+        }
+        if let Some(e) = self.evicted.get_mut(task) {
+            *e = false;
         }
     }
 }
@@ -139,7 +284,8 @@ pub enum SimEvent {
         descendant: usize,
         /// Start of inference.
         start: f64,
-        /// End of inference (`start` + the descendant's latency).
+        /// End of inference (`start` + the descendant's latency, plus a model load where
+        /// [`SimOptions::memory`] needed one first).
         end: f64,
     },
     /// The frame was dropped at `time`.
@@ -192,8 +338,14 @@ pub struct SimCounters {
     pub paused: u64,
     /// Frames still waiting at [`Simulator::finish`] that could not run.
     pub finished_waiting: u64,
-    /// Seconds of inference (CPU time at one core).
+    /// Seconds of inference (CPU time at one core), model loads included.
     pub busy_s: f64,
+    /// Loads of the task's model ([`SimOptions::memory`]; 0 without).
+    pub loads: u64,
+    /// Of those, loads after its model was evicted while the task ran.
+    pub reloads: u64,
+    /// Times the task's model was evicted to make room for another's.
+    pub evictions: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +405,7 @@ pub struct Simulator {
     tasks: Vec<Task>,
     burst_s: f64,
     now: f64,
+    memory: Option<Memory>,
 }
 
 impl Simulator {
@@ -271,6 +424,7 @@ impl Simulator {
         } else {
             0.0
         };
+        let n = latency_s.len();
         let tasks = latency_s
             .into_iter()
             .enumerate()
@@ -305,6 +459,7 @@ impl Simulator {
             tasks,
             burst_s,
             now: 0.0,
+            memory: opts.memory.map(|m| Memory::new(m, n)),
         }
     }
 
@@ -325,7 +480,17 @@ impl Simulator {
 
     /// Task `task`'s counters.
     pub fn counters(&self, task: usize) -> Option<SimCounters> {
-        self.tasks.get(task).map(|t| t.counters)
+        let l = self
+            .memory
+            .as_ref()
+            .and_then(|m| m.counters.get(task).copied())
+            .unwrap_or_default();
+        self.tasks.get(task).map(|t| SimCounters {
+            loads: l.loads,
+            reloads: l.reloads,
+            evictions: l.evictions,
+            ..t.counters
+        })
     }
 
     /// Task `task`'s assignment in force.
@@ -353,6 +518,9 @@ impl Simulator {
             task.cpu.tokens = task.cpu.tokens.min(task.cpu.cap);
             task.plan = Assignment { share, ..*a };
             if !a.running {
+                if let Some(m) = self.memory.as_mut() {
+                    m.release(i);
+                }
                 if let Some(frame) = task.waiting.take() {
                     task.counters.paused += 1;
                     events.push(SimEvent::Dropped {
@@ -398,7 +566,7 @@ impl Simulator {
         }
         // A frame that can start right now starts now (before any later offer).
         let mut more = Vec::new();
-        step_task(tk, task, t, &mut more);
+        step_task(tk, task, t, &mut more, self.memory.as_mut());
         events.extend(more);
         events
     }
@@ -413,7 +581,7 @@ impl Simulator {
         };
         let mut events = Vec::new();
         for (i, task) in self.tasks.iter_mut().enumerate() {
-            step_task(task, i, t, &mut events);
+            step_task(task, i, t, &mut events, self.memory.as_mut());
         }
         self.now = t;
         sort_events(&mut events);
@@ -427,7 +595,7 @@ impl Simulator {
         let mut events = Vec::new();
         let mut last = self.now;
         for (i, task) in self.tasks.iter_mut().enumerate() {
-            step_task(task, i, f64::INFINITY, &mut events);
+            step_task(task, i, f64::INFINITY, &mut events, self.memory.as_mut());
             if let Some(frame) = task.waiting.take() {
                 task.counters.finished_waiting += 1;
                 events.push(SimEvent::Dropped {
@@ -459,8 +627,15 @@ fn sort_events(events: &mut [SimEvent]) {
     });
 }
 
-/// Simulates one task up to `to` (may be infinite: run until nothing more can happen).
-fn step_task(task: &mut Task, index: usize, to: f64, events: &mut Vec<SimEvent>) {
+/// Simulates one task up to `to` (may be infinite: run until nothing more can happen);
+/// `memory`: the model loads, when modelled.
+fn step_task(
+    task: &mut Task,
+    index: usize,
+    to: f64,
+    events: &mut Vec<SimEvent>,
+    mut memory: Option<&mut Memory>,
+) {
     loop {
         if let Some(f) = &task.running {
             if f.end > to {
@@ -506,7 +681,10 @@ fn step_task(task: &mut Task, index: usize, to: f64, events: &mut Vec<SimEvent>)
             p.tokens = (p.tokens - 1.0).max(-1.0);
         }
         let d = task.plan.descendant;
-        let l = task.latency_s.get(d).copied().unwrap_or(0.0);
+        let mut l = task.latency_s.get(d).copied().unwrap_or(0.0);
+        if let Some(m) = memory.as_deref_mut() {
+            l += m.start(index, at);
+        }
         task.waiting = None;
         task.now = task.now.max(at);
         task.running = Some(InFlight {
@@ -663,6 +841,74 @@ mod tests {
         assert_eq!((p[1].0, p[1].1), (1, 0), "next frame on the new descendant");
         assert!((p[1].2 - 0.03).abs() < 1e-12 && (p[1].3 - 0.04).abs() < 1e-12);
         assert_eq!((p[2].0, p[2].1), (2, 0));
+    }
+
+    #[test]
+    fn models_load_on_their_first_frame_and_evict_the_least_recently_used() {
+        // Three tasks, 10 ms frames, 5 ms loads; models of 4, 4 and 2 bytes, budget 6: the
+        // first two do not fit together, task 2's fits beside either.
+        let opts = SimOptions {
+            burst_s: 0.0,
+            memory: Some(ModelMemory {
+                bytes: vec![4, 4, 2],
+                load_s: vec![0.005, 0.005, 0.005],
+                budget_bytes: 6,
+            }),
+            ..SimOptions::default()
+        };
+        let mut sim = Simulator::with_options(vec![vec![0.010]; 3], opts);
+        sim.set_plan(0.0, &[RUN(0, 1.0), RUN(0, 1.0), RUN(0, 1.0)]);
+        let mut ev = Vec::new();
+        // Task 0, then 2, then 1 (evicts 0: of the others, 0 and 2 started at the same time,
+        // 0 first), then 2 (loaded), then 0 again (a reload; evicts 1, which started before
+        // 2's latest frame), then 2 (still loaded).
+        ev.extend(sim.frame(0.0, 0, 0));
+        ev.extend(sim.frame(0.0, 2, 1));
+        ev.extend(sim.frame(0.1, 1, 2));
+        ev.extend(sim.frame(0.15, 2, 3));
+        ev.extend(sim.frame(0.2, 0, 4));
+        ev.extend(sim.frame(0.3, 2, 5));
+        ev.extend(sim.finish());
+        let p = processed(&ev);
+        let dur = |f: u64| p.iter().find(|x| x.0 == f).map(|x| x.3 - x.2).unwrap();
+        for (f, load) in [
+            (0, true),
+            (1, true),
+            (2, true),
+            (3, false),
+            (4, true),
+            (5, false),
+        ] {
+            let want = if load { 0.015 } else { 0.010 };
+            assert!((dur(f) - want).abs() < 1e-12, "frame {f}: {p:?}");
+        }
+        let c: Vec<SimCounters> = (0..3).map(|i| sim.counters(i).unwrap()).collect();
+        assert_eq!((c[0].loads, c[0].reloads, c[0].evictions), (2, 1, 1));
+        assert_eq!((c[1].loads, c[1].reloads, c[1].evictions), (1, 0, 1));
+        assert_eq!((c[2].loads, c[2].reloads, c[2].evictions), (1, 0, 0));
+        // The load is charged like inference.
+        assert!((c[0].busy_s - 0.030).abs() < 1e-12, "{:?}", c[0]);
+        // A task that stops unloads its model: its next start loads again, not a reload.
+        let mut sim = Simulator::with_options(
+            vec![vec![0.010]],
+            SimOptions {
+                memory: Some(ModelMemory {
+                    bytes: vec![1],
+                    load_s: vec![0.005],
+                    budget_bytes: 10,
+                }),
+                ..SimOptions::default()
+            },
+        );
+        sim.set_plan(0.0, &[RUN(0, 1.0)]);
+        sim.frame(0.0, 0, 0);
+        sim.frame(0.1, 0, 1);
+        sim.set_plan(0.2, &[Assignment::PAUSED]);
+        sim.set_plan(0.3, &[RUN(0, 1.0)]);
+        sim.frame(0.3, 0, 2);
+        sim.finish();
+        let c = sim.counters(0).unwrap();
+        assert_eq!((c.loads, c.reloads, c.evictions, c.processed), (2, 0, 0, 3));
     }
 
     #[test]

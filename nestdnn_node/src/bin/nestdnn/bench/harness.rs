@@ -101,6 +101,11 @@ pub struct App {
     /// the app's status-quo model): the demand the OS's work-conserving share sees before the
     /// run measures it.
     pub status_quo_cpu_s: Vec<f64>,
+    /// Top-1 of each descendant over all of the app's benchmark frames (offline pass).
+    pub descendant_accuracy: Vec<f64>,
+    /// Top-1 of each status-quo model over all of the app's benchmark frames (index = the
+    /// app's status-quo model).
+    pub status_quo_accuracy: Vec<f64>,
 }
 
 /// One monitor sample of a run.
@@ -153,6 +158,14 @@ pub struct AppRun {
     pub processed: u64,
     /// Of those, classified right.
     pub correct: u64,
+    /// Frames processed by each model (NestDNN: per descendant; the status quo: its one
+    /// fixed model).
+    pub served: Vec<u64>,
+    /// The served models' accuracy summed over the processed frames: each frame counts the
+    /// top-1 of the model that served it over all of the app's benchmark frames (offline
+    /// pass). Divided by `processed`, it is the app's accuracy without the sampling noise
+    /// of which frames happened to be processed.
+    pub model_correct: f64,
 }
 
 /// One system's figures in one run.
@@ -248,6 +261,8 @@ pub struct RunOutcome {
 struct Acc {
     processed: Vec<u64>,
     correct: Vec<u64>,
+    served: Vec<Vec<u64>>,
+    model_correct: Vec<f64>,
     latencies_ms: Vec<f32>,
 }
 
@@ -500,9 +515,23 @@ impl Sys {
             });
             slots.push(slot);
         }
+        // The accuracy of what each app's descendant index means in this system: NestDNN's
+        // descendants, or the status quo's one fixed model (served as descendant 0).
+        let served_accuracy: Vec<Vec<f64>> = apps
+            .iter()
+            .map(|a| match system {
+                System::Nestdnn { .. } => a.descendant_accuracy.clone(),
+                System::StatusQuo { level } => {
+                    let m = status_quo_model(&a.model, level);
+                    vec![a.status_quo_accuracy.get(m).copied().unwrap_or(f64::NAN)]
+                }
+            })
+            .collect();
         let acc = Arc::new(Mutex::new(Acc {
             processed: vec![0; apps.len()],
             correct: vec![0; apps.len()],
+            served: served_accuracy.iter().map(|v| vec![0; v.len()]).collect(),
+            model_correct: vec![0.0; apps.len()],
             latencies_ms: Vec::new(),
         }));
         let sink_acc = acc.clone();
@@ -514,6 +543,15 @@ impl Sys {
                 if let Ok(ok) = c.output {
                     a.processed[c.task] += 1;
                     a.correct[c.task] += u64::from(ok);
+                    let d = c.descendant.unwrap_or(0);
+                    if let Some(n) = a.served.get_mut(c.task).and_then(|v| v.get_mut(d)) {
+                        *n += 1;
+                    }
+                    a.model_correct[c.task] += served_accuracy
+                        .get(c.task)
+                        .and_then(|v| v.get(d))
+                        .copied()
+                        .unwrap_or(f64::NAN);
                 }
                 a.latencies_ms
                     .push(((c.queued + c.inference).as_secs_f64() * 1e3) as f32);
@@ -601,6 +639,8 @@ impl Sys {
                     offered: offered[i],
                     processed: acc.processed[i],
                     correct: acc.correct[i],
+                    served: acc.served.get(i).cloned().unwrap_or_default(),
+                    model_correct: acc.model_correct[i],
                 })
                 .collect(),
             cpu_per_frame_s: cpf,

@@ -260,12 +260,16 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
             "status_quo": off.status_quo,
         }));
         let status_quo_cpu_s = off.status_quo.iter().map(|m| m.cpu_s).collect();
+        let descendant_accuracy = off.accuracy.clone();
+        let status_quo_accuracy = off.status_quo.iter().map(|m| m.accuracy).collect();
         offline_runs.push(off);
         apps.push(App {
             model: model.clone(),
             frames: fr,
             ladder,
             status_quo_cpu_s,
+            descendant_accuracy,
+            status_quo_accuracy,
         });
     }
     let exe = std::env::current_exe().context("locating this executable")?;

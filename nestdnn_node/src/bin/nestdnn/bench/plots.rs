@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::curves::pareto;
 use super::harness::{RunOutcome, System};
-use super::report::{points, SystemSummary};
+use super::report::{points, AccuracyAxis, SystemSummary};
 use super::workload::{APPS, STATUS_QUO_LEVEL};
 use crate::plot::{legend_line, panel, text, Axis, Figure, MUTED, PALETTE};
 
@@ -130,17 +130,18 @@ impl Figure for CurvesPlot<'_> {
         let mut placed_points = Vec::new();
         let mut segments = Vec::new();
         for (fam, _, color) in FAMILIES {
-            let front: Vec<(f64, f64)> = pareto(&points(self.summaries, fam))
-                .iter()
-                .map(|p| (p.fps, p.accuracy * 100.0))
-                .collect();
+            let front: Vec<(f64, f64)> =
+                pareto(&points(self.summaries, fam, AccuracyAxis::Measured))
+                    .iter()
+                    .map(|p| (p.fps, p.accuracy * 100.0))
+                    .collect();
             for w in front.windows(2) {
                 segments.push((chart.backend_coord(&w[0]), chart.backend_coord(&w[1])));
             }
             chart.draw_series(LineSeries::new(front, color.stroke_width(3)))?;
         }
         for (k, (fam, _, color)) in FAMILIES.iter().enumerate() {
-            for p in points(self.summaries, fam)
+            for p in points(self.summaries, fam, AccuracyAxis::Measured)
                 .iter()
                 .filter(|p| p.fps.is_finite() && p.accuracy.is_finite())
             {
@@ -212,7 +213,7 @@ impl Figure for CurvesPlot<'_> {
         for (fam, name, color) in FAMILIES {
             side.draw_text(name, &text(12, &color), (8, ly))?;
             ly += 16;
-            for p in points(self.summaries, fam) {
+            for p in points(self.summaries, fam, AccuracyAxis::Measured) {
                 side.draw_text(&knob_label(fam, p.knob), &text(12, &BLACK), (20, ly))?;
                 side.draw_text(&format!("{:.1}", p.fps), &right(12, &BLACK), (150, ly))?;
                 side.draw_text(
@@ -401,6 +402,8 @@ mod tests {
             accuracy,
             accuracy_ci95: f64::NAN,
             pooled_accuracy: accuracy,
+            model_accuracy: accuracy,
+            model_accuracy_ci95: f64::NAN,
             cpu_per_frame_s: 1e-3,
             processed_fraction: 1.0,
             latency_p50_ms: 1.0,

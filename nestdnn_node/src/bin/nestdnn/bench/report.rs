@@ -45,6 +45,12 @@ pub struct SystemSummary {
     pub accuracy_ci95: f64,
     /// Correct / processed frames of all apps together.
     pub pooled_accuracy: f64,
+    /// The served models' accuracy, per-app mean: each processed frame scored with the
+    /// top-1 of the model that served it over all of its app's benchmark frames (the offline
+    /// pass), so which frames happened to be processed adds no noise.
+    pub model_accuracy: f64,
+    /// Half-width of the 95 % interval of `model_accuracy` over the runs.
+    pub model_accuracy_ci95: f64,
     /// (Inference + estimated build) CPU-seconds per processed frame: an energy proxy.
     pub cpu_per_frame_s: f64,
     /// Processed / offered frames.
@@ -88,7 +94,7 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
             };
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
             let apps = s0.apps.len();
-            let per_app = |runs: &[&SystemRun]| {
+            let per_app = |runs: &[&SystemRun], axis: AccuracyAxis| {
                 let accs: Vec<f64> = (0..apps)
                     .filter_map(|a| {
                         let p: u64 = runs
@@ -96,12 +102,15 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
                             .filter_map(|r| r.apps.get(a))
                             .map(|x| x.processed)
                             .sum();
-                        let c: u64 = runs
+                        let c: f64 = runs
                             .iter()
                             .filter_map(|r| r.apps.get(a))
-                            .map(|x| x.correct)
+                            .map(|x| match axis {
+                                AccuracyAxis::Measured => x.correct as f64,
+                                AccuracyAxis::Model => x.model_correct,
+                            })
                             .sum();
-                        (p > 0).then(|| c as f64 / p as f64)
+                        (p > 0).then(|| c / p as f64)
                     })
                     .collect();
                 if accs.is_empty() {
@@ -114,7 +123,14 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
                 .iter()
                 .map(|r| ratio(r.processed as f64, r.run_s))
                 .collect();
-            let run_acc: Vec<f64> = all.iter().map(|r| per_app(&[*r])).collect();
+            let run_acc: Vec<f64> = all
+                .iter()
+                .map(|r| per_app(&[*r], AccuracyAxis::Measured))
+                .collect();
+            let run_model_acc: Vec<f64> = all
+                .iter()
+                .map(|r| per_app(&[*r], AccuracyAxis::Model))
+                .collect();
             SystemSummary {
                 system: s0.system,
                 label: s0.system.label(),
@@ -123,9 +139,11 @@ pub fn summarize(runs: &[RunOutcome]) -> Vec<SystemSummary> {
                 runs: all.len(),
                 fps: ratio(processed as f64, secs),
                 fps_ci95: ci95(&run_fps),
-                accuracy: per_app(&all),
+                accuracy: per_app(&all, AccuracyAxis::Measured),
                 accuracy_ci95: ci95(&run_acc),
                 pooled_accuracy: ratio(correct as f64, processed as f64),
+                model_accuracy: per_app(&all, AccuracyAxis::Model),
+                model_accuracy_ci95: ci95(&run_model_acc),
                 cpu_per_frame_s: ratio(cpu, processed as f64),
                 processed_fraction: ratio(processed as f64, offered as f64),
                 latency_p50_ms: mean(|r| r.latency_p50_ms),
@@ -246,30 +264,48 @@ pub fn ci95(v: &[f64]) -> f64 {
     t * (var / n as f64).sqrt()
 }
 
-/// The operating points of one family (status quo: knob = level).
-pub fn points(summaries: &[SystemSummary], family: &str) -> Vec<Point> {
+/// Which accuracy a comparison reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccuracyAxis {
+    /// The processed frames' real predictions against the recorded labels, per-app mean
+    /// ([`SystemSummary::accuracy`]): the headline.
+    Measured,
+    /// The served models' offline top-1, weighted by the frames each served, per-app mean
+    /// ([`SystemSummary::model_accuracy`]): the same quantity without the noise of which
+    /// frames were processed, reported beside the headline.
+    Model,
+}
+
+/// The operating points of one family (status quo: knob = level) on accuracy `axis`.
+pub fn points(summaries: &[SystemSummary], family: &str, axis: AccuracyAxis) -> Vec<Point> {
     summaries
         .iter()
         .filter(|s| s.family == family)
         .map(|s| Point {
             knob: s.knob,
             fps: s.fps,
-            accuracy: s.accuracy,
+            accuracy: match axis {
+                AccuracyAxis::Measured => s.accuracy,
+                AccuracyAxis::Model => s.model_accuracy,
+            },
             cpu_per_frame_s: s.cpu_per_frame_s,
         })
         .collect()
 }
 
-/// The gains of each NestDNN objective, and which one is best (larger frame-rate gain at
-/// equal accuracy; ties and missing values: the larger accuracy gain).
-pub fn compare(summaries: &[SystemSummary]) -> (Vec<(String, Gains)>, Option<usize>) {
-    let sq = points(summaries, "status_quo");
+/// The gains of each NestDNN objective on accuracy `axis`, and which one is best (larger
+/// frame-rate gain at equal accuracy; ties and missing values: the larger accuracy gain).
+pub fn compare(
+    summaries: &[SystemSummary],
+    axis: AccuracyAxis,
+) -> (Vec<(String, Gains)>, Option<usize>) {
+    let sq = points(summaries, "status_quo", axis);
     let out: Vec<(String, Gains)> = ["min_total_cost", "min_max_cost"]
         .iter()
         .map(|f| {
             (
                 f.to_string(),
-                gains(&sq, &points(summaries, f), STATUS_QUO_LEVEL),
+                gains(&sq, &points(summaries, f, axis), STATUS_QUO_LEVEL),
             )
         })
         .collect();
@@ -333,6 +369,20 @@ pub fn ladder_span(offline: &[Offline], runs: &[RunOutcome]) -> Value {
     })
 }
 
+/// The headline figures on accuracy `axis`: the best objective's gains and every
+/// objective's, in the top-level report's field names.
+fn headline_block(summaries: &[SystemSummary], axis: AccuracyAxis) -> Value {
+    let (objectives, best) = compare(summaries, axis);
+    let g = best.map(|b| &objectives[b]);
+    json!({
+        "best_objective": g.map(|(n, _)| n.clone()),
+        "fps_gain_at_equal_accuracy": finite(g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy)),
+        "accuracy_gain_at_equal_fps_pt": finite(g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt)),
+        "cpu_per_frame_ratio": finite(g.and_then(|(_, g)| g.cpu_per_frame_ratio)),
+        "objectives": objectives.iter().map(|(n, g)| (n.clone(), serde_json::to_value(g).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 fn finite(x: Option<f64>) -> Value {
     match x {
         Some(v) if v.is_finite() => json!(v),
@@ -343,7 +393,7 @@ fn finite(x: Option<f64>) -> Value {
 /// Builds the JSON report. `extra` is merged into the top level (machine, timings, sim).
 pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
     let summaries = summarize(runs);
-    let (objectives, best) = compare(&summaries);
+    let (objectives, best) = compare(&summaries, AccuracyAxis::Measured);
     let best_g = best.map(|b| &objectives[b]);
     let headline = |f: fn(&Gains) -> Option<f64>| finite(best_g.and_then(|(_, g)| f(g)));
     let met = |v: Option<f64>, t: f64| v.map(|x| x >= t);
@@ -416,7 +466,8 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
                 .filter(|r| r.schedule.memory_bytes == m)
                 .cloned()
                 .collect();
-            let (objs, best) = compare(&summarize(&sub));
+            let sums = summarize(&sub);
+            let (objs, best) = compare(&sums, AccuracyAxis::Measured);
             let g = best.map(|b| &objs[b]);
             json!({
                 "memory_mib": m as f64 / 1048576.0,
@@ -425,11 +476,13 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
                 "fps_gain_at_equal_accuracy": finite(g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy)),
                 "accuracy_gain_at_equal_fps_pt": finite(g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt)),
                 "cpu_per_frame_ratio": finite(g.and_then(|(_, g)| g.cpu_per_frame_ratio)),
+                "model_accuracy_axis": headline_block(&sums, AccuracyAxis::Model),
             })
         })
         .collect();
     let mut v = json!({
         "benchmark": "nestdnn bench multitenant",
+        "model_accuracy_axis": headline_block(&summaries, AccuracyAxis::Model),
         "by_memory_budget": by_memory,
         "status_quo": loads_of("status_quo"),
         "nestdnn_loads": loads_of("nestdnn"),
@@ -481,6 +534,17 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
 
 fn num(v: &Value, k: &str) -> Option<f64> {
     v.get(k).and_then(Value::as_f64)
+}
+
+/// The status-quo level in field `k` of a gains object: `vanilla`, `L<k>`, or `-` if absent.
+fn level_name(g: &Value, k: &str) -> String {
+    g.get(k).and_then(Value::as_u64).map_or("-".into(), |l| {
+        if l == 0 {
+            "vanilla".to_string()
+        } else {
+            format!("L{l}")
+        }
+    })
 }
 
 fn fmt_opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
@@ -555,6 +619,24 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
             met(key)
         );
     }
+    if let Some(m) = report.get("model_accuracy_axis").filter(|m| !m.is_null()) {
+        let lvl = |g: Option<&Value>, k: &str| g.map_or("-".into(), |g| level_name(g, k));
+        let best_m = m.get("best_objective").and_then(Value::as_str);
+        let g = best_m.and_then(|b| m.pointer(&format!("/objectives/{b}")));
+        let sq = g.and_then(|g| g.get("at_status_quo"));
+        let _ = writeln!(
+            t,
+            "\nOn the served models' accuracy (each processed frame scored with its model's top-1 over all of the app's benchmark frames; beside the headline, not instead of it): {} frame rate at equal accuracy ({}), {} pt at equal frame rate ({}), {} less CPU per frame (`{}`); against the vanilla models {} and {} pt.",
+            fmt_opt(num(m, "fps_gain_at_equal_accuracy"), |x| format!("{x:.2}x")),
+            lvl(g, "fps_gain_level"),
+            fmt_opt(num(m, "accuracy_gain_at_equal_fps_pt"), |x| format!("{x:+.2}")),
+            lvl(g, "accuracy_gain_level"),
+            fmt_opt(num(m, "cpu_per_frame_ratio"), |x| format!("{x:.2}x")),
+            best_m.unwrap_or("n/a"),
+            fmt_opt(sq.and_then(|s| num(s, "fps_gain")), |x| format!("{x:.2}x")),
+            fmt_opt(sq.and_then(|s| num(s, "accuracy_gain_pt")), |x| format!("{x:+.2}")),
+        );
+    }
     if let Some(objs) = report.get("objectives").and_then(Value::as_object) {
         let _ = writeln!(
             t,
@@ -562,15 +644,7 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
         );
         let _ = writeln!(t, "|---|---|---|---|---|");
         for (name, g) in objs {
-            let lvl = |k: &str| {
-                g.get(k).and_then(Value::as_u64).map_or("-".into(), |l| {
-                    if l == 0 {
-                        "vanilla".to_string()
-                    } else {
-                        format!("L{l}")
-                    }
-                })
-            };
+            let lvl = |k: &str| level_name(g, k);
             let sq = g.get("at_status_quo");
             let _ = writeln!(
                 t,
@@ -591,9 +665,9 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
     }
     let _ = writeln!(
         t,
-        "\n| system | frames/s (± 95 %) | top-1 %, per-app mean (± 95 %) | top-1 %, pooled | processed % | CPU ms/frame | p50 ms | p99 ms | switches/run | memory peak KiB | over memory budget s |"
+        "\n| system | frames/s (± 95 %) | top-1 %, per-app mean (± 95 %) | top-1 %, pooled | served models' top-1 %, per-app mean (± 95 %) | processed % | CPU ms/frame | p50 ms | p99 ms | switches/run | memory peak KiB | over memory budget s |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in systems {
         let label = s.get("label").and_then(Value::as_str).unwrap_or("?");
         let f = |k: &str, scale: f64, prec: usize| {
@@ -605,10 +679,11 @@ pub fn readme_table(report: &Value) -> Result<String, String> {
         };
         let _ = writeln!(
             t,
-            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             pm("fps", "fps_ci95", 1.0, 1),
             pm("accuracy", "accuracy_ci95", 100.0, 2),
             f("pooled_accuracy", 100.0, 2),
+            pm("model_accuracy", "model_accuracy_ci95", 100.0, 2),
             f("processed_fraction", 100.0, 1),
             f("cpu_per_frame_s", 1e3, 3),
             f("latency_p50_ms", 1.0, 1),
@@ -753,7 +828,9 @@ mod tests {
             "cpu_per_frame_ratio": null,
             "targets": {"met": {"fps_gain_at_equal_accuracy": true, "accuracy_gain_at_equal_fps_pt": false}},
             "objectives": {"min_total_cost": {"fps_gain_at_equal_accuracy": 2.5, "fps_gain_level": 0}},
-            "systems": [{"label": "status_quo vanilla", "fps": 12.34, "fps_ci95": 1.5, "accuracy": 0.9, "accuracy_ci95": 0.01, "pooled_accuracy": 0.91, "cpu_per_frame_s": 0.0005}],
+            "systems": [{"label": "status_quo vanilla", "fps": 12.34, "fps_ci95": 1.5, "accuracy": 0.9, "accuracy_ci95": 0.01, "pooled_accuracy": 0.91, "model_accuracy": 0.885, "model_accuracy_ci95": 0.005, "cpu_per_frame_s": 0.0005}],
+            "model_accuracy_axis": {"best_objective": "min_max_cost", "fps_gain_at_equal_accuracy": 1.75, "accuracy_gain_at_equal_fps_pt": 2.5, "cpu_per_frame_ratio": 1.5,
+                "objectives": {"min_max_cost": {"fps_gain_level": 0, "accuracy_gain_level": 2, "at_status_quo": {"fps_gain": 1.75, "accuracy_gain_pt": 0.5}}}},
             "ladder_span": {"per_app": {"big_app": {"cpu_per_frame_ratio": 6.5, "accuracy_pt": 12.0}}},
             "status_quo": {"loads": 9, "load_cpu_s": 0.5, "reloads": 4, "evictions": 4, "reload_cpu_s": 0.25},
             "runs": [{"demand_over_budget": {"max": 3.5, "mean": 2.25, "time_fraction_at_least_2x": 0.5, "time_fraction_2x_to_4x": 0.5}}],
@@ -774,7 +851,11 @@ mod tests {
         );
         assert!(t.contains("| `min_total_cost` | 2.50x (vanilla) |"), "{t}");
         assert!(
-            t.contains("| status_quo vanilla | 12.3 ± 1.5 | 90.00 ± 1.00 | 91.00 |"),
+            t.contains("| status_quo vanilla | 12.3 ± 1.5 | 90.00 ± 1.00 | 91.00 | 88.50 ± 0.50 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("1.75x frame rate at equal accuracy (vanilla), +2.50 pt at equal frame rate (L2), 1.50x less CPU per frame (`min_max_cost`); against the vanilla models 1.75x and +0.50 pt."),
             "{t}"
         );
         assert!(

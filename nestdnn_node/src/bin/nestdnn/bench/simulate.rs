@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use nestdnn::scheduler::{Budget, Ladder};
-use nestdnn::sim::{Assignment, SimEvent, SimOptions, Simulator};
+use nestdnn::sim::{Assignment, ModelMemory, SimEvent, SimOptions, Simulator};
 
-use super::data::Offline;
+use super::data::{Offline, OfflineModel};
 use super::harness::{BudgetSample, System};
 use super::tenant::clamp_level;
 use super::tenant::water_fill;
@@ -29,6 +29,10 @@ pub struct SimRun {
     pub correct: u64,
     /// Seconds simulated.
     pub run_s: f64,
+    /// Model loads (the status quo's; NestDNN's are not simulated).
+    pub loads: u64,
+    /// Of those, loads after an eviction.
+    pub reloads: u64,
 }
 
 impl SimRun {
@@ -81,8 +85,10 @@ fn work_conserving(
 /// `latency_s[app][d]`: CPU-seconds one frame takes (the sim's latency at one core);
 /// `status_quo_latency_s[app][level]`: the same for the status quo's models;
 /// `ladders`: the planner's ladders; `offline[app].correct[d][frame]` (status quo:
-/// `offline[app].status_quo[level].correct[frame]`): accuracy. The simulation has no model
-/// loads: the status quo's reloads after evictions are not simulated.
+/// `offline[app].status_quo[level].correct[frame]`): accuracy. The status quo's model loads
+/// are simulated ([`SimOptions::memory`]: each app's model loaded on its first frame after a
+/// start, LRU eviction over the schedule's memory budget, each load costing the offline
+/// pass's `load_cpu_s`); NestDNN's loads at app starts and its switch builds are not.
 ///
 /// # Errors
 /// [`BenchError::Scheduler`] when the planner refuses an input.
@@ -112,10 +118,28 @@ pub fn simulate_run(
         ),
         System::Nestdnn { .. } => (latency_s.to_vec(), None),
     };
+    let memory = sq_level.map(|level| {
+        let models: Vec<Option<&OfflineModel>> = offline
+            .iter()
+            .map(|o| o.status_quo.get(clamp_level(level, o.status_quo.len())))
+            .collect();
+        ModelMemory {
+            bytes: models
+                .iter()
+                .map(|m| m.map_or(0, |m| m.plan_bytes))
+                .collect(),
+            load_s: models
+                .iter()
+                .map(|m| m.map_or(0.0, |m| m.load_cpu_s))
+                .collect(),
+            budget_bytes: schedule.memory_bytes,
+        }
+    });
     let mut sim = Simulator::with_options(
         latency_s.clone(),
         SimOptions {
             target_fps: vec![TARGET_FPS; APPS.len()],
+            memory,
             ..SimOptions::default()
         },
     );
@@ -136,6 +160,8 @@ pub fn simulate_run(
         processed: 0,
         correct: 0,
         run_s: schedule.run_s,
+        loads: 0,
+        reloads: 0,
     };
     let count = |evs: Vec<SimEvent>, out: &mut SimRun| {
         for e in evs {
@@ -239,6 +265,12 @@ pub fn simulate_run(
     }
     let evs = sim.advance(schedule.run_s);
     count(evs, &mut out);
+    for i in 0..sim.len() {
+        if let Some(c) = sim.counters(i) {
+            out.loads += c.loads;
+            out.reloads += c.reloads;
+        }
+    }
     Ok(out)
 }
 
@@ -323,6 +355,7 @@ mod tests {
                     accuracy: 0.0,
                     cpu_s: 0.0,
                     plan_bytes: 0,
+                    load_cpu_s: 0.0,
                 })
                 .collect(),
         }

@@ -55,11 +55,30 @@ fn apps() -> (Vec<App>, Vec<Offline>) {
             frames: f,
             ladder,
             status_quo_cpu_s: off.status_quo.iter().map(|m| m.cpu_s).collect(),
+            descendant_accuracy: off.accuracy.clone(),
+            status_quo_accuracy: off.status_quo.iter().map(|m| m.accuracy).collect(),
         });
         offline.push(off);
     }
     (apps, offline)
 }
+
+/// The simulation's inputs from the offline pass: each descendant's and each status-quo
+/// model's CPU per frame, and the planner's ladders.
+fn sim_inputs(apps: &[App], offline: &[Offline]) -> (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<Ladder>) {
+    let lat = offline.iter().map(|o| o.cpu_s.clone()).collect();
+    let sq_lat = offline
+        .iter()
+        .map(|o| o.status_quo.iter().map(|m| m.cpu_s).collect())
+        .collect();
+    let ladders = apps.iter().map(|a| a.ladder.clone()).collect();
+    (lat, sq_lat, ladders)
+}
+
+/// Held by the tests that run systems on the wall clock: one run's background busy loop and
+/// workers would otherwise take the CPU from under the other's, whose frame and reload
+/// counts depend on timing.
+static REAL_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn spawn_busy_loop(_cores: f64) -> std::io::Result<std::process::Child> {
     Command::new("sh")
@@ -70,6 +89,7 @@ fn spawn_busy_loop(_cores: f64) -> std::io::Result<std::process::Child> {
 
 #[test]
 fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
+    let _alone = REAL_RUN.lock().unwrap_or_else(|e| e.into_inner());
     let (apps, offline) = apps();
     let sched = RunSchedule {
         index: 0,
@@ -116,6 +136,26 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
         assert_eq!(s.errors, 0, "{label}");
         assert_eq!(s.apps.iter().map(|a| a.offered).sum::<u64>(), s.offered);
         assert_eq!(s.apps.iter().map(|a| a.processed).sum::<u64>(), s.processed);
+        // Every processed frame is counted once under the model that served it, and scored
+        // with that model's offline top-1.
+        for (i, a) in s.apps.iter().enumerate() {
+            assert_eq!(a.served.iter().sum::<u64>(), a.processed, "{label}: {a:?}");
+            let expected: f64 = match s.system {
+                System::StatusQuo { .. } => {
+                    assert_eq!(a.served.len(), 1, "{label}");
+                    a.processed as f64 * apps[i].status_quo_accuracy[0]
+                }
+                System::Nestdnn { .. } => {
+                    assert_eq!(a.served.len(), apps[i].descendant_accuracy.len());
+                    a.served
+                        .iter()
+                        .zip(&apps[i].descendant_accuracy)
+                        .map(|(&n, &acc)| n as f64 * acc)
+                        .sum()
+                }
+            };
+            assert!((a.model_correct - expected).abs() < 1e-6, "{label}: {a:?}");
+        }
         // App 0 ran 2 s, apps 1 and 2 the whole 3 s, app 4 (heavy) from 1 s on, app 3 never.
         assert!(
             s.apps[0].offered < s.apps[1].offered,
@@ -149,12 +189,7 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
     let sq = &out.systems[0];
     assert!(sq.accuracy() > 0.8, "{}", sq.accuracy());
 
-    let lat: Vec<Vec<f64>> = offline.iter().map(|o| o.cpu_s.clone()).collect();
-    let sq_lat: Vec<Vec<f64>> = offline
-        .iter()
-        .map(|o| o.status_quo.iter().map(|m| m.cpu_s).collect())
-        .collect();
-    let ladders: Vec<Ladder> = apps.iter().map(|a| a.ladder.clone()).collect();
+    let (lat, sq_lat, ladders) = sim_inputs(&apps, &offline);
     for &system in &systems {
         let run = |s| simulate_run(s, &sched, &out.budget, &lat, &sq_lat, &ladders, &offline);
         let a = run(system).unwrap();
@@ -181,6 +216,7 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
 /// paying the load each time; NestDNN keeps to the budget with its planner instead.
 #[test]
 fn the_status_quo_evicts_the_least_recently_used_model_and_pays_for_reloads() {
+    let _alone = REAL_RUN.lock().unwrap_or_else(|e| e.into_inner());
     let (apps, offline) = apps();
     // Apps 0 and 1: a budget that holds the larger of their models, not both.
     let (a, b) = (
@@ -216,4 +252,31 @@ fn the_status_quo_evicts_the_least_recently_used_model_and_pays_for_reloads() {
     assert!(sq.loads.reload_cpu_s <= sq.loads.load_cpu_s);
     // Only one model at a time is resident, so the budget holds.
     assert!(sq.memory_peak_bytes <= sched.memory_bytes, "{sq:?}");
+
+    // The simulation replays the evictions and pays the loads.
+    let (lat, sq_lat, ladders) = sim_inputs(&apps, &offline);
+    assert!(offline[0].status_quo[0].load_cpu_s > 0.0);
+    let sim = simulate_run(
+        System::StatusQuo { level: 0 },
+        &sched,
+        &out.budget,
+        &lat,
+        &sq_lat,
+        &ladders,
+        &offline,
+    )
+    .unwrap();
+    eprintln!(
+        "real: {} processed, {} reloads; sim: {} processed, {} reloads",
+        sq.processed, sq.loads.reloads, sim.processed, sim.reloads
+    );
+    assert_eq!(sim.loads, sim.reloads + 2, "{sim:?}");
+    // A gross-error bound: the real count depends on how the two workers' loads interleave
+    // (59 in both here, one reload per camera tick); the simulation's would be twice that if
+    // it evicted at the start of a load instead of its end.
+    let (real, simulated) = (sq.loads.reloads as f64, sim.reloads as f64);
+    assert!(
+        simulated >= 0.5 * real && simulated <= 1.5 * real,
+        "real {real} reloads, simulated {simulated}"
+    );
 }
