@@ -94,8 +94,29 @@ def procs(tmp_path):
         p.stop()
 
 
+_MODULE_DOMAINS = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ros_domain(request):
+    """Each test module on a DDS domain of its own (ROS_DOMAIN_ID, which the nodes it starts
+    inherit): pytest keeps a failed test's frame alive for its report, and with it that test's
+    latched writers (an operator's budget), which on a shared domain reached the next module's
+    nodes and failed its tests too (seen with a failure in test_node: a stray 0.949-core budget
+    in both test_play tests). Domains 20 and up; test_monitor's own domain test uses 7."""
+    _MODULE_DOMAINS.append(request.module.__name__)
+    domain = 19 + len(_MODULE_DOMAINS)
+    before = os.environ.get("ROS_DOMAIN_ID")
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    yield domain
+    if before is None:
+        os.environ.pop("ROS_DOMAIN_ID", None)
+    else:
+        os.environ["ROS_DOMAIN_ID"] = before
+
+
 @pytest.fixture(scope="module")
-def dp():
+def dp(ros_domain):
     import rosdds
     return rosdds.participant()
 

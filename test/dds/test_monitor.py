@@ -52,7 +52,7 @@ def test_ros_domain_id_is_honoured(dp, procs, tmp_path):
     on0 = r.reader(dp, TOPIC, r.ResourceBudget, r.LATCHED_READER)
     got = wait_for(lambda: r.take_valid(on7), 8)
     assert got and abs(got[-1].cpu_cores_available - 0.75) < 1e-6, mon.text()
-    assert not [b for b in r.take_valid(on0) if abs(b.cpu_cores_available - 0.75) < 1e-6], "leaked to domain 0"
+    assert not [b for b in r.take_valid(on0) if abs(b.cpu_cores_available - 0.75) < 1e-6], "leaked to the test's own domain"
 
 
 def test_live_cpu_hog_lowers_budget(dp, procs):
