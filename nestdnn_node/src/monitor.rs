@@ -15,10 +15,12 @@
 //! - [`Trace`], a scripted sequence of timed budgets (YAML or CSV) for demos and tests.
 //!
 //! # The budget
-//! `cpu_cores_available = min(online cores, cgroup quota) - cores used by others - headroom`,
-//! clamped at 0, where *others* is every process except the consumers (by default the
-//! `nestdnn_node` processes): the node's own inference does not shrink its own budget, which
-//! would otherwise oscillate. Memory likewise: `min(MemAvailable, memory.max - memory.current)`
+//! `cpu_cores_available = min(cores in the CPU set, cgroup quota) - cores used by others on
+//! them - headroom`, clamped at 0, where *others* is every process except the consumers (by
+//! default the `nestdnn_node` processes): the node's own inference does not shrink its own
+//! budget, which would otherwise oscillate. The CPU set ([`MonitorSettings::cpus`]) is where
+//! perception may run, by default this process's own affinity; one that holds every online CPU
+//! is the whole machine. Memory likewise: `min(MemAvailable, memory.max - memory.current)`
 //! plus what the consumers already hold, minus the memory headroom.
 
 use std::collections::HashMap;
@@ -83,7 +85,7 @@ fn parse_err(what: &'static str, detail: impl Into<String>) -> MonitorError {
     }
 }
 
-/// Cumulative CPU time counters of the aggregate `cpu` line of `/proc/stat`, in clock ticks.
+/// Cumulative CPU time counters of a `cpu` line of `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuTimes {
     /// Ticks spent on anything but idle and iowait.
@@ -93,12 +95,36 @@ pub struct CpuTimes {
 }
 
 /// What `/proc/stat` says about the CPUs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcStat {
     /// Aggregate counters over all CPUs.
     pub all: CpuTimes,
     /// Number of `cpuN` lines (online CPUs).
     pub cpus: u32,
+    /// The counters of each online CPU: (N of its `cpuN` line, counters), in file order.
+    pub per_cpu: Vec<(u32, CpuTimes)>,
+}
+
+/// The busy and total ticks of one `cpu` line's values (user nice system idle iowait irq
+/// softirq steal; `guest`/`guest_nice` are already in `user`/`nice`).
+fn cpu_times(
+    line: &str,
+    values: std::str::SplitAsciiWhitespace<'_>,
+) -> Result<CpuTimes, MonitorError> {
+    let vals: Vec<u64> = values
+        .take(8)
+        .map(|v| v.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| parse_err("/proc/stat", format!("cpu line {line:?}: {e}")))?;
+    if vals.len() < 4 {
+        return Err(parse_err("/proc/stat", format!("short cpu line {line:?}")));
+    }
+    let idle = vals[3].saturating_add(vals.get(4).copied().unwrap_or(0));
+    let total = vals.iter().fold(0u64, |a, &v| a.saturating_add(v));
+    Ok(CpuTimes {
+        busy: total.saturating_sub(idle),
+        total,
+    })
 }
 
 /// Parses `/proc/stat`. `guest`/`guest_nice` are already included in `user`/`nice` and are
@@ -108,35 +134,76 @@ pub struct ProcStat {
 /// [`MonitorError::Parse`] when the aggregate `cpu` line is missing or malformed.
 pub fn parse_proc_stat(text: &str) -> Result<ProcStat, MonitorError> {
     let mut all = None;
-    let mut cpus = 0u32;
+    let mut per_cpu = Vec::new();
     for line in text.lines() {
         let mut it = line.split_ascii_whitespace();
         let Some(label) = it.next() else { continue };
         if label == "cpu" {
-            let vals: Vec<u64> = it
-                .take(8)
-                .map(|v| v.parse::<u64>())
-                .collect::<Result<_, _>>()
-                .map_err(|e| parse_err("/proc/stat", format!("cpu line {line:?}: {e}")))?;
-            if vals.len() < 4 {
-                return Err(parse_err("/proc/stat", format!("short cpu line {line:?}")));
-            }
-            // user nice system idle iowait irq softirq steal
-            let idle = vals[3] + vals.get(4).copied().unwrap_or(0);
-            let total: u64 = vals.iter().sum();
-            all = Some(CpuTimes {
-                busy: total - idle,
-                total,
-            });
-        } else if label.starts_with("cpu") && label[3..].bytes().all(|b| b.is_ascii_digit()) {
-            cpus += 1;
+            all = Some(cpu_times(line, it)?);
+        } else if let Some(n) = label
+            .strip_prefix("cpu")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            per_cpu.push((n, cpu_times(line, it)?));
         }
     }
     let all = all.ok_or_else(|| parse_err("/proc/stat", "no aggregate cpu line"))?;
     Ok(ProcStat {
         all,
-        cpus: cpus.max(1),
+        cpus: (per_cpu.len() as u32).max(1),
+        per_cpu,
     })
+}
+
+/// Largest CPU number a CPU list may name (Linux's `NR_CPUS` limit is 8192).
+const MAX_CPU: u32 = 8191;
+
+/// Parses a Linux CPU list (`0-3,6,8-9`; the format of `Cpus_allowed_list`, `cpuset.cpus` and
+/// `taskset -c`) into sorted, distinct CPU numbers.
+///
+/// # Errors
+/// [`MonitorError::Parse`] for an empty list, a bad number or range, or a CPU above 8191.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, MonitorError> {
+    let bad = |d: String| parse_err("CPU list", d);
+    let num = |t: &str| -> Result<u32, MonitorError> {
+        let n = t
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| bad(format!("{t:?} is not a CPU number in {text:?}")))?;
+        if n > MAX_CPU {
+            return Err(bad(format!("CPU {n} above {MAX_CPU} in {text:?}")));
+        }
+        Ok(n)
+    };
+    let mut out = Vec::new();
+    for part in text.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(bad(format!("range {part:?} runs backwards in {text:?}")));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The `Cpus_allowed_list` of a `/proc/<pid>/status` text (the CPUs the process may run on:
+/// its affinity, within its cpuset), parsed; `Ok(None)` when the field is absent.
+///
+/// # Errors
+/// [`MonitorError::Parse`] when the field is malformed.
+pub fn parse_cpus_allowed_list(status: &str) -> Result<Option<Vec<u32>>, MonitorError> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(parse_cpu_list)
+        .transpose()
 }
 
 /// Memory figures from `/proc/meminfo`, in bytes.
@@ -456,6 +523,12 @@ pub struct MonitorSettings {
     /// Process names (`/proc/<pid>/comm`, at most 15 bytes) whose CPU time and memory are the
     /// consumer's own and do not count as used by others.
     pub consumers: Vec<String>,
+    /// The CPUs the consumers may run on: only these count as cores, and only the time others
+    /// spend on them is subtracted. `None` (default): this process's own affinity
+    /// (`Cpus_allowed_list` of `/proc/self/status`, which `taskset` and cpusets set), so a
+    /// monitor started with the node under the same pinning follows it; all online CPUs where
+    /// that cannot be read.
+    pub cpus: Option<Vec<u32>>,
 }
 
 impl Default for MonitorSettings {
@@ -463,6 +536,7 @@ impl Default for MonitorSettings {
         MonitorSettings {
             headroom: Headroom::default(),
             consumers: vec!["nestdnn_node".to_string()],
+            cpus: None,
         }
     }
 }
@@ -480,11 +554,11 @@ struct Sample {
 /// A derived reading between two samples (what the budget is computed from).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
-    /// Online cores.
+    /// Online cores the consumers may run on (all online cores without a CPU set).
     pub cores_online: f64,
     /// cgroup v2 core limit, if any.
     pub cores_limit: Option<f64>,
-    /// Cores busy machine-wide over the interval.
+    /// Cores busy over the interval on those CPUs (all processes).
     pub busy_cores: f64,
     /// Of those, cores used by the consumer processes.
     pub consumer_cores: f64,
@@ -508,6 +582,8 @@ pub struct Monitor {
     sources: Sources,
     settings: MonitorSettings,
     cgroup: Option<Cgroup>,
+    /// The CPUs counted (`None`: all online CPUs).
+    cpu_set: Option<Vec<u32>>,
     prev: Option<Sample>,
     page_size: u64,
 }
@@ -524,7 +600,8 @@ impl Monitor {
     /// A monitor reading under other roots (fixture trees in tests).
     ///
     /// # Errors
-    /// [`MonitorError::Setting`] when the headroom is negative or not finite.
+    /// [`MonitorError::Setting`] when the headroom is negative or not finite, or the CPU set
+    /// is empty.
     pub fn with_sources(
         sources: Sources,
         settings: MonitorSettings,
@@ -536,10 +613,29 @@ impl Monitor {
                 detail: format!("{h} (must be >= 0)"),
             });
         }
+        let cpu_set = match &settings.cpus {
+            Some(c) if c.is_empty() => {
+                return Err(MonitorError::Setting {
+                    name: "cpus",
+                    detail: "an empty CPU set (name at least one CPU, or leave it unset)".into(),
+                })
+            }
+            Some(c) => {
+                let mut c = c.clone();
+                c.sort_unstable();
+                c.dedup();
+                Some(c)
+            }
+            // Unreadable or malformed: count every online CPU, as before CPU sets were read.
+            None => read(&sources.proc_root.join("self/status"))
+                .ok()
+                .and_then(|t| parse_cpus_allowed_list(&t).ok().flatten()),
+        };
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Ok(Monitor {
             cgroup: Cgroup::discover(&sources),
+            cpu_set,
             sources,
             settings,
             prev: None,
@@ -550,6 +646,37 @@ impl Monitor {
     /// The cgroup v2 directory in use, if any.
     pub fn cgroup(&self) -> Option<&Cgroup> {
         self.cgroup.as_ref()
+    }
+
+    /// The CPUs counted as the consumers' (`None`: every online CPU).
+    pub fn cpu_set(&self) -> Option<&[u32]> {
+        self.cpu_set.as_deref()
+    }
+
+    /// Cores, busy ticks and total ticks over the interval on the CPU set, when a set is in
+    /// force, names an online CPU and leaves out at least one: `None` means the whole machine.
+    fn set_deltas(&self, now: &ProcStat, prev: &ProcStat) -> Option<(f64, u64, u64)> {
+        let set = self.cpu_set.as_ref()?;
+        let counted: Vec<&(u32, CpuTimes)> = now
+            .per_cpu
+            .iter()
+            .filter(|(n, _)| set.binary_search(n).is_ok())
+            .collect();
+        if counted.is_empty() || counted.len() == now.per_cpu.len() {
+            return None;
+        }
+        let (mut busy, mut total) = (0u64, 0u64);
+        for (n, t) in counted.iter().copied() {
+            // A CPU that came online since the last sample counts from now on.
+            let p = prev
+                .per_cpu
+                .iter()
+                .find(|(m, _)| m == n)
+                .map_or(*t, |(_, p)| *p);
+            busy = busy.saturating_add(t.busy.saturating_sub(p.busy));
+            total = total.saturating_add(t.total.saturating_sub(p.total));
+        }
+        Some((counted.len() as f64, busy, total))
     }
 
     /// Pids whose `comm` is one of the consumer names.
@@ -603,17 +730,28 @@ impl Monitor {
         let Some(prev) = self.prev.replace(now.clone()) else {
             return Ok(None);
         };
-        let cores = f64::from(now.stat.cpus);
+        let cores_all = f64::from(now.stat.cpus);
         let dt_ticks = now.stat.all.total.saturating_sub(prev.stat.all.total);
         let d_busy = now.stat.all.busy.saturating_sub(prev.stat.all.busy);
-        let (busy_cores, cpu_load) = if dt_ticks == 0 {
+        let (mut busy_cores, cpu_load) = if dt_ticks == 0 {
             (0.0, f64::NAN)
         } else {
             let load = d_busy as f64 / dt_ticks as f64;
-            (load * cores, load)
+            (load * cores_all, load)
         };
+        // Under a CPU set only its CPUs count, and only what runs on them (cpu_load stays the
+        // machine's).
+        let mut cores = cores_all;
+        if let Some((n, busy, total)) = self.set_deltas(&now.stat, &prev.stat) {
+            cores = n;
+            busy_cores = if total == 0 {
+                0.0
+            } else {
+                busy as f64 / total as f64 * n
+            };
+        }
         // Wall time of the interval in ticks (total ticks are summed over all CPUs).
-        let wall_ticks = dt_ticks as f64 / cores;
+        let wall_ticks = dt_ticks as f64 / cores_all;
         let consumer_ticks: u64 = now
             .consumer_ticks
             .iter()
@@ -944,8 +1082,125 @@ mod tests {
                 total: 1000
             }
         );
+        assert_eq!(
+            s.per_cpu,
+            vec![
+                (
+                    0,
+                    CpuTimes {
+                        busy: 75,
+                        total: 500
+                    }
+                ),
+                (
+                    1,
+                    CpuTimes {
+                        busy: 75,
+                        total: 500
+                    }
+                )
+            ]
+        );
         assert!(parse_proc_stat("intr 1\n").is_err());
         assert!(parse_proc_stat("cpu 1 x 3 4\n").is_err());
+        assert!(
+            parse_proc_stat("cpu 1 2 3 4\ncpu0 1 2\n").is_err(),
+            "short cpuN line"
+        );
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(
+            parse_cpu_list("0-3,6, 8-9\n").unwrap(),
+            vec![0, 1, 2, 3, 6, 8, 9]
+        );
+        assert_eq!(parse_cpu_list("2,0-1,1").unwrap(), vec![0, 1, 2]);
+        for bad in ["", "a", "3-1", "0-", "1,,2", "0-99999"] {
+            let e = parse_cpu_list(bad).unwrap_err().to_string();
+            assert!(e.contains("CPU list"), "{bad:?}: {e}");
+        }
+        let status =
+            "Name:\tnestdnn_node\nCpus_allowed:\t1\nCpus_allowed_list:\t0\nMems_allowed_list:\t0\n";
+        assert_eq!(parse_cpus_allowed_list(status).unwrap(), Some(vec![0]));
+        assert_eq!(parse_cpus_allowed_list("Name:\tx\n").unwrap(), None);
+        assert!(parse_cpus_allowed_list("Cpus_allowed_list:\tx\n").is_err());
+    }
+
+    /// Two CPUs; between the samples CPU 0 is busy all the time and CPU 1 idle (a hog pinned
+    /// to CPU 0). `status`: this process's `/proc/self/status`, if any.
+    fn pinned_hog_budget(cpus: Option<Vec<u32>>, status: Option<&str>) -> (Budget, Reading) {
+        let d = tempfile::tempdir().unwrap();
+        let proc_root = d.path().join("proc");
+        fs::create_dir_all(proc_root.join("self")).unwrap();
+        fs::write(
+            proc_root.join("meminfo"),
+            "MemTotal: 2000 kB\nMemAvailable: 1000 kB\n",
+        )
+        .unwrap();
+        if let Some(st) = status {
+            fs::write(proc_root.join("self/status"), st).unwrap();
+        }
+        let stat = |t: &str| fs::write(proc_root.join("stat"), t).unwrap();
+        stat("cpu  0 0 0 200 0\ncpu0 0 0 0 100 0\ncpu1 0 0 0 100 0\n");
+        let settings = MonitorSettings {
+            headroom: Headroom {
+                cpu_cores: 0.0,
+                memory_bytes: 0,
+            },
+            consumers: vec![],
+            cpus,
+        };
+        let src = Sources {
+            proc_root: proc_root.clone(),
+            sys_root: d.path().join("sys"),
+        };
+        let mut m = Monitor::with_sources(src, settings).unwrap();
+        assert!(m.read().unwrap().is_none());
+        stat("cpu  100 0 0 300 0\ncpu0 100 0 0 100 0\ncpu1 0 0 0 200 0\n");
+        let r = m.read().unwrap().unwrap();
+        (m.budget(&r), r)
+    }
+
+    #[test]
+    fn a_cpu_set_counts_only_its_cpus() {
+        // The whole machine: one core busy of two.
+        let (b, r) = pinned_hog_budget(None, None);
+        assert_eq!((r.cores_online, r.busy_cores), (2.0, 1.0));
+        assert_eq!(b.cpu_cores_available, 1.0);
+        // Perception pinned to CPU 0, where the hog runs: nothing is left for it.
+        let (b, r) = pinned_hog_budget(Some(vec![0]), None);
+        assert_eq!((r.cores_online, r.busy_cores), (1.0, 1.0));
+        assert_eq!(b.cpu_cores_available, 0.0);
+        // Pinned to CPU 1: one idle core.
+        let (b, r) = pinned_hog_budget(Some(vec![1]), None);
+        assert_eq!((r.cores_online, r.busy_cores), (1.0, 0.0));
+        assert_eq!(b.cpu_cores_available, 1.0);
+        assert!(
+            (r.cpu_load - 0.5).abs() < 1e-12,
+            "cpu_load stays the machine's"
+        );
+        // By default the monitor's own affinity (inherited from taskset or a cpuset).
+        let (b, _) = pinned_hog_budget(None, Some("Cpus_allowed_list:\t0\n"));
+        assert_eq!(b.cpu_cores_available, 0.0);
+        // A set holding every online CPU, or none of them, is the whole machine.
+        for set in [vec![0, 1, 5], vec![7]] {
+            let (b, r) = pinned_hog_budget(Some(set), None);
+            assert_eq!((r.cores_online, b.cpu_cores_available), (2.0, 1.0));
+        }
+        // An unreadable affinity: the whole machine.
+        let (b, _) = pinned_hog_budget(None, Some("Cpus_allowed_list:\tgarbage\n"));
+        assert_eq!(b.cpu_cores_available, 1.0);
+    }
+
+    #[test]
+    fn an_empty_cpu_set_is_refused() {
+        let e = Monitor::new(MonitorSettings {
+            cpus: Some(vec![]),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("cpus"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ fn settings() -> MonitorSettings {
             memory_bytes: 0,
         },
         consumers: vec![],
+        cpus: None,
     }
 }
 
@@ -101,4 +102,44 @@ fn cpu_hog_raises_busy_cores() {
         "consumer cores {:.3}, the hog's own /proc time {hog_cores:.3} cores",
         r.consumer_cores
     );
+}
+
+/// With a CPU set, only its CPUs count: a hog pinned to the set's one CPU leaves no budget,
+/// whatever the other CPUs do (perception pinned to a busy core has nothing left).
+#[test]
+fn a_cpu_set_counts_the_hog_on_its_cpu() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = nestdnn::monitor::parse_cpus_allowed_list(&status)
+        .unwrap()
+        .unwrap_or_default();
+    let Some(&cpu) = allowed.first() else {
+        eprintln!("skipped: no Cpus_allowed_list");
+        return;
+    };
+    if allowed.len() < 2 {
+        eprintln!("skipped: one CPU allowed, a CPU set changes nothing");
+        return;
+    }
+    let Ok(child) = Command::new("taskset")
+        .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+        .spawn()
+    else {
+        eprintln!("skipped: no taskset");
+        return;
+    };
+    let hog = Hog(child);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut m = Monitor::new(MonitorSettings {
+        cpus: Some(vec![cpu]),
+        ..settings()
+    })
+    .unwrap();
+    assert_eq!(m.cpu_set(), Some(&[cpu][..]));
+    let r = read_over(&mut m, Duration::from_millis(1000));
+    let b = m.budget(&r);
+    drop(hog);
+    assert_eq!(r.cores_online, 1.0, "{r:?}");
+    // The hog is always runnable on that CPU, so it is busy all the time (minus noise).
+    assert!(r.busy_cores >= 0.8, "{r:?}");
+    assert!(b.cpu_cores_available <= 0.2, "{b:?} from {r:?}");
 }

@@ -11,8 +11,8 @@
 //! Parameters (params file section `resource_monitor:` or `-p name:=value`):
 //! `period_s` (1.0), `sample_period_s` (0.5), `headroom.cpu_cores` (0.25),
 //! `headroom.memory_mb` (256), `change.cpu_cores` (0.25), `change.memory_fraction` (0.1),
-//! `change.battery` (0.05), `consumers` (`[nestdnn_node]`), `trace` (""), `trace_loop` (false),
-//! `topic` (nestdnn/resource_budget).
+//! `change.battery` (0.05), `consumers` (`[nestdnn_node]`), `cpus` ("": this process's own
+//! CPU affinity), `trace` (""), `trace_loop` (false), `topic` (nestdnn/resource_budget).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use nestdnn::config::{NodeName, Params};
 use nestdnn::interface::BUDGET;
-use nestdnn::monitor::{Budget, ChangeRule, Headroom, Monitor, MonitorSettings, Trace};
+use nestdnn::monitor::{
+    parse_cpu_list, Budget, ChangeRule, Headroom, Monitor, MonitorSettings, Trace,
+};
 use nestdnn::msgs::ResourceBudget;
 use nestdnn::node::{header_now, init_logging, main_with, Shutdown};
 use nestdnn::rosargs::{NameContext, RosArgs};
@@ -80,11 +82,28 @@ fn options(args: &RosArgs, p: &Params) -> anyhow::Result<Options> {
                 memory_bytes: (mem_mb * 1048576.0) as u64,
             },
             consumers: p.strings("consumers", &["nestdnn_node"])?,
+            cpus: cpus(p)?,
         },
         trace: (!trace_file.is_empty()).then(|| (PathBuf::from(trace_file), trace_loop)),
         topic: p.string("topic", BUDGET.name)?,
         print,
     })
+}
+
+/// The `cpus` parameter: a CPU list (`"0-3,6"`, as `taskset -c` takes it; `-p cpus:=2` arrives
+/// as an integer); empty or unset: `None` (the monitor's own affinity).
+fn cpus(p: &Params) -> anyhow::Result<Option<Vec<u32>>> {
+    let text = match p.get("cpus") {
+        None => return Ok(None),
+        Some(serde_yaml::Value::Number(n)) => n.to_string(),
+        Some(_) => p.string("cpus", "")?,
+    };
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_cpu_list(&text)
+        .map(Some)
+        .with_context(|| format!("parameter cpus {text:?}: expected a CPU list such as \"0-3,6\""))
 }
 
 fn to_msg(b: &Budget) -> ResourceBudget {
@@ -100,7 +119,7 @@ fn to_msg(b: &Budget) -> ResourceBudget {
 
 /// Where budgets come from: the live machine or a trace.
 enum Source {
-    Live(Monitor),
+    Live(Box<Monitor>),
     Trace { trace: Trace, start: Instant },
 }
 
@@ -153,7 +172,13 @@ fn run(shutdown: Shutdown) -> anyhow::Result<()> {
                 Some(cg) => log::info!("cgroup v2: {}", cg.dir.display()),
                 None => log::info!("no cgroup v2 limits in force"),
             }
-            Source::Live(m)
+            match m.cpu_set() {
+                Some(c) => log::info!(
+                    "counting CPUs {c:?}: the CPUs perception may run on (the cpus parameter, or this process's affinity)"
+                ),
+                None => log::info!("counting every online CPU"),
+            }
+            Source::Live(Box::new(m))
         }
     };
     let mut publisher = BudgetPublisher::new(names, &opts.topic)?;

@@ -410,6 +410,7 @@ fn run_system(
             memory_bytes: 0,
         },
         consumers: vec![own_comm()],
+        cpus: None,
     })?;
     monitor.read()?;
     let mut live = Live {
