@@ -99,10 +99,15 @@ pub struct CpuTimes {
 pub struct ProcStat {
     /// Aggregate counters over all CPUs.
     pub all: CpuTimes,
-    /// Number of `cpuN` lines (online CPUs).
-    pub cpus: u32,
     /// The counters of each online CPU: (N of its `cpuN` line, counters), in file order.
     pub per_cpu: Vec<(u32, CpuTimes)>,
+}
+
+impl ProcStat {
+    /// Number of `cpuN` lines (online CPUs), at least 1.
+    pub fn cpus(&self) -> u32 {
+        (self.per_cpu.len() as u32).max(1)
+    }
 }
 
 /// The busy and total ticks of one `cpu` line's values (user nice system idle iowait irq
@@ -148,11 +153,7 @@ pub fn parse_proc_stat(text: &str) -> Result<ProcStat, MonitorError> {
         }
     }
     let all = all.ok_or_else(|| parse_err("/proc/stat", "no aggregate cpu line"))?;
-    Ok(ProcStat {
-        all,
-        cpus: (per_cpu.len() as u32).max(1),
-        per_cpu,
-    })
+    Ok(ProcStat { all, per_cpu })
 }
 
 /// Largest CPU number a CPU list may name (Linux's `NR_CPUS` limit is 8192).
@@ -730,26 +731,22 @@ impl Monitor {
         let Some(prev) = self.prev.replace(now.clone()) else {
             return Ok(None);
         };
-        let cores_all = f64::from(now.stat.cpus);
+        let cores_all = f64::from(now.stat.cpus());
         let dt_ticks = now.stat.all.total.saturating_sub(prev.stat.all.total);
         let d_busy = now.stat.all.busy.saturating_sub(prev.stat.all.busy);
-        let (mut busy_cores, cpu_load) = if dt_ticks == 0 {
-            (0.0, f64::NAN)
+        let cpu_load = if dt_ticks == 0 {
+            f64::NAN
         } else {
-            let load = d_busy as f64 / dt_ticks as f64;
-            (load * cores_all, load)
+            d_busy as f64 / dt_ticks as f64
         };
         // Under a CPU set only its CPUs count, and only what runs on them (cpu_load stays the
         // machine's).
-        let mut cores = cores_all;
-        if let Some((n, busy, total)) = self.set_deltas(&now.stat, &prev.stat) {
-            cores = n;
-            busy_cores = if total == 0 {
-                0.0
-            } else {
-                busy as f64 / total as f64 * n
-            };
-        }
+        let (cores, busy_cores) = match self.set_deltas(&now.stat, &prev.stat) {
+            Some((n, busy, total)) if total > 0 => (n, busy as f64 / total as f64 * n),
+            Some((n, _, _)) => (n, 0.0),
+            None if dt_ticks == 0 => (cores_all, 0.0),
+            None => (cores_all, cpu_load * cores_all),
+        };
         // Wall time of the interval in ticks (total ticks are summed over all CPUs).
         let wall_ticks = dt_ticks as f64 / cores_all;
         let consumer_ticks: u64 = now
@@ -1074,7 +1071,7 @@ mod tests {
     #[test]
     fn proc_stat_parses_busy_and_total() {
         let s = parse_proc_stat(STAT_A).unwrap();
-        assert_eq!(s.cpus, 2);
+        assert_eq!(s.cpus(), 2);
         assert_eq!(
             s.all,
             CpuTimes {
