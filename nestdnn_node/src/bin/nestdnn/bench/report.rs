@@ -369,18 +369,42 @@ pub fn ladder_span(offline: &[Offline], runs: &[RunOutcome]) -> Value {
     })
 }
 
-/// The headline figures on accuracy `axis`: the best objective's gains and every
-/// objective's, in the top-level report's field names.
-fn headline_block(summaries: &[SystemSummary], axis: AccuracyAxis) -> Value {
-    let (objectives, best) = compare(summaries, axis);
-    let g = best.map(|b| &objectives[b]);
-    json!({
+/// The best objective's name and gains (as [`compare`] returns them), in the report's field
+/// names.
+fn best_fields(
+    objectives: &[(String, Gains)],
+    best: Option<usize>,
+) -> serde_json::Map<String, Value> {
+    let g = best.and_then(|b| objectives.get(b));
+    let fields = json!({
         "best_objective": g.map(|(n, _)| n.clone()),
         "fps_gain_at_equal_accuracy": finite(g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy)),
         "accuracy_gain_at_equal_fps_pt": finite(g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt)),
         "cpu_per_frame_ratio": finite(g.and_then(|(_, g)| g.cpu_per_frame_ratio)),
-        "objectives": objectives.iter().map(|(n, g)| (n.clone(), serde_json::to_value(g).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
-    })
+    });
+    match fields {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// Every objective's gains, keyed by objective.
+fn objectives_field(objectives: &[(String, Gains)]) -> Value {
+    Value::Object(
+        objectives
+            .iter()
+            .map(|(n, g)| (n.clone(), serde_json::to_value(g).unwrap_or(Value::Null)))
+            .collect(),
+    )
+}
+
+/// The headline figures on accuracy `axis`: the best objective's gains and every
+/// objective's, in the top-level report's field names.
+fn headline_block(summaries: &[SystemSummary], axis: AccuracyAxis) -> Value {
+    let (objectives, best) = compare(summaries, axis);
+    let mut m = best_fields(&objectives, best);
+    m.insert("objectives".into(), objectives_field(&objectives));
+    Value::Object(m)
 }
 
 fn finite(x: Option<f64>) -> Value {
@@ -395,7 +419,6 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
     let summaries = summarize(runs);
     let (objectives, best) = compare(&summaries, AccuracyAxis::Measured);
     let best_g = best.map(|b| &objectives[b]);
-    let headline = |f: fn(&Gains) -> Option<f64>| finite(best_g.and_then(|(_, g)| f(g)));
     let met = |v: Option<f64>, t: f64| v.map(|x| x >= t);
     let fg = best_g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy);
     let ag = best_g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt);
@@ -468,16 +491,14 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
                 .collect();
             let sums = summarize(&sub);
             let (objs, best) = compare(&sums, AccuracyAxis::Measured);
-            let g = best.map(|b| &objs[b]);
-            json!({
-                "memory_mib": m as f64 / 1048576.0,
-                "runs": sub.len(),
-                "best_objective": g.map(|(n, _)| n.clone()),
-                "fps_gain_at_equal_accuracy": finite(g.and_then(|(_, g)| g.fps_gain_at_equal_accuracy)),
-                "accuracy_gain_at_equal_fps_pt": finite(g.and_then(|(_, g)| g.accuracy_gain_at_equal_fps_pt)),
-                "cpu_per_frame_ratio": finite(g.and_then(|(_, g)| g.cpu_per_frame_ratio)),
-                "model_accuracy_axis": headline_block(&sums, AccuracyAxis::Model),
-            })
+            let mut b = best_fields(&objs, best);
+            b.insert("memory_mib".into(), json!(m as f64 / 1048576.0));
+            b.insert("runs".into(), json!(sub.len()));
+            b.insert(
+                "model_accuracy_axis".into(),
+                headline_block(&sums, AccuracyAxis::Model),
+            );
+            Value::Object(b)
         })
         .collect();
     let mut v = json!({
@@ -489,10 +510,6 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
         "setting": setting.name,
         "run_s": setting.run_s,
         "seeds": setting.seeds,
-        "fps_gain_at_equal_accuracy": headline(|g| g.fps_gain_at_equal_accuracy),
-        "accuracy_gain_at_equal_fps_pt": headline(|g| g.accuracy_gain_at_equal_fps_pt),
-        "cpu_per_frame_ratio": headline(|g| g.cpu_per_frame_ratio),
-        "best_objective": best_g.map(|(n, _)| n.clone()),
         "targets": {
             "fps_gain_at_equal_accuracy": TARGET_FPS_GAIN,
             "accuracy_gain_at_equal_fps_pt": TARGET_ACCURACY_GAIN_PT,
@@ -504,7 +521,7 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
             },
         },
         "definitions": "curves: upper-right Pareto front of (frames/s, top-1) per system, linear between points; gains: NestDNN's curve against every status-quo level (one fixed model per app chosen up front: level 0 = its vanilla model; loaded when the app starts, evicted least recently used first over the memory budget and reloaded on the next frame; work-conserving shares); headline = largest over the levels (the paper's 'up to'); at_status_quo = against the vanilla model; cpu_per_frame_ratio = status quo / NestDNN CPU-seconds per processed frame (inference, model loads and on-demand builds) at the level and accuracy of the headline frame-rate gain (CPU time is an energy proxy, not joules); ladder_span.per_app: largest / smallest descendant's CPU per frame measured by the benchmark over its frames (and as the task runtime measured it where a run served both), and their top-1 difference on the benchmark's frames; status_quo.reloads / reload_cpu_s: loads after an eviction and their thread CPU",
-        "objectives": objectives.iter().map(|(n, g)| (n.clone(), serde_json::to_value(g).unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>(),
+        "objectives": objectives_field(&objectives),
         "systems": summaries,
         "workload": {
             "apps": APPS,
@@ -524,9 +541,10 @@ pub fn build(setting: &Setting, runs: &[RunOutcome], extra: Value) -> Value {
         },
         "runs": schedules,
     });
-    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
-        for (k, x) in e {
-            m.insert(k, x);
+    if let Value::Object(m) = &mut v {
+        m.extend(best_fields(&objectives, best));
+        if let Value::Object(e) = extra {
+            m.extend(e);
         }
     }
     v
