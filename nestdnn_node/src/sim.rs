@@ -29,14 +29,16 @@
 //! * **Pacing** (optional, [`SimOptions::target_fps`]): a second bucket per task, filled at
 //!   the target frame rate up to 2 frames, one frame start costs one token (the runtime's
 //!   `pace_to_target`).
-//! * **Model loads** (optional, [`SimOptions::memory`]): each task's one model is loaded when
+//! * **Model loads** (optional, [`SimOptions::memory`]): each task's model is loaded when
 //!   its next frame starts and it is not loaded, and that frame runs (and is charged) for the
-//!   load's CPU time plus its inference; when the load completes the model is admitted, and
-//!   the least recently used models of other tasks (by frame start or admission) are evicted
-//!   while the loaded models exceed the memory budget (one model larger than the budget stays
-//!   loaded); an evicted task's frame in flight finishes; a task that stops running unloads
-//!   its model. This is the
-//!   status quo of `nestdnn bench multitenant` (one fixed model per app, LRU eviction). Tasks
+//!   load's CPU time (which may depend on the descendant it loads) plus its inference; when
+//!   the load completes the model is admitted, and the least recently used models of other
+//!   tasks (by frame start or admission) are evicted while the loaded models exceed the
+//!   memory budget (one model larger than the budget stays loaded); an evicted task's frame
+//!   in flight finishes; [`Simulator::unload`] unloads a task's model (its app stopped; a
+//!   paused task keeps its model, as the runtime's tasks do). This is the status quo of
+//!   `nestdnn bench multitenant` (one fixed model per app, LRU eviction), and, with no memory
+//!   limit, NestDNN's load of a multi-capacity model when its app starts. Tasks
 //!   are simulated one after another between calls, so the order of two tasks' frame starts
 //!   within one [`Simulator::advance`] step is not the order in time: step in small
 //!   increments (a camera period) when models are evicted.
@@ -89,14 +91,16 @@ impl Default for SimOptions {
     }
 }
 
-/// Each task's one model, loaded on demand under a memory budget ([`SimOptions::memory`]).
+/// Each task's model, loaded on demand under a memory budget ([`SimOptions::memory`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelMemory {
     /// Bytes each task's model holds while loaded (missing entries: 0).
     pub bytes: Vec<u64>,
-    /// CPU seconds (at one core) one load of each task's model takes (missing, negative or
+    /// CPU seconds (at one core) one load of each task's model takes, per descendant the
+    /// load starts on (`load_s[task][descendant]`; a descendant past the end costs the
+    /// task's last entry, so one entry serves every descendant; missing tasks, negative or
     /// not finite: 0).
-    pub load_s: Vec<f64>,
+    pub load_s: Vec<Vec<f64>>,
     /// The memory budget, bytes.
     pub budget_bytes: u64,
 }
@@ -176,10 +180,10 @@ impl Memory {
         }
     }
 
-    /// Task `task` starts a frame at `at`: returns the CPU seconds of the load it needs
-    /// first (0 when its model is loaded) and starts that load, admitted when it completes;
-    /// counts loads and reloads.
-    fn start(&mut self, task: usize, at: f64) -> f64 {
+    /// Task `task` starts a frame on descendant `descendant` at `at`: returns the CPU
+    /// seconds of the load it needs first (0 when its model is loaded) and starts that load,
+    /// admitted when it completes; counts loads and reloads.
+    fn start(&mut self, task: usize, descendant: usize, at: f64) -> f64 {
         self.settle(at);
         self.touch(task, at);
         let ready = self.loaded.get(task).copied().unwrap_or(true)
@@ -191,6 +195,7 @@ impl Memory {
             .spec
             .load_s
             .get(task)
+            .and_then(|l| l.get(descendant).or_else(|| l.last()))
             .copied()
             .filter(|l| l.is_finite() && *l > 0.0)
             .unwrap_or(0.0);
@@ -205,7 +210,7 @@ impl Memory {
         load
     }
 
-    /// Task `task` stopped running: its model is unloaded (not an eviction).
+    /// Task `task`'s app stopped: its model is unloaded (not an eviction).
     fn release(&mut self, task: usize) {
         if let Some(l) = self.loaded.get_mut(task) {
             *l = false;
@@ -493,6 +498,19 @@ impl Simulator {
         })
     }
 
+    /// Advances to `t`, then unloads task `task`'s model ([`SimOptions::memory`]; its app
+    /// stopped): its next frame loads it again, which counts as a load, not a reload. Pausing
+    /// a task with [`Simulator::set_plan`] keeps its model. Returns what happened up to `t`.
+    pub fn unload(&mut self, t: f64, task: usize) -> Vec<SimEvent> {
+        let events = self.advance(t);
+        let now = self.now;
+        if let Some(m) = self.memory.as_mut() {
+            m.settle(now);
+            m.release(task);
+        }
+        events
+    }
+
     /// Task `task`'s assignment in force.
     pub fn assignment(&self, task: usize) -> Option<Assignment> {
         self.tasks.get(task).map(|t| t.plan)
@@ -518,9 +536,6 @@ impl Simulator {
             task.cpu.tokens = task.cpu.tokens.min(task.cpu.cap);
             task.plan = Assignment { share, ..*a };
             if !a.running {
-                if let Some(m) = self.memory.as_mut() {
-                    m.release(i);
-                }
                 if let Some(frame) = task.waiting.take() {
                     task.counters.paused += 1;
                     events.push(SimEvent::Dropped {
@@ -683,7 +698,7 @@ fn step_task(
         let d = task.plan.descendant;
         let mut l = task.latency_s.get(d).copied().unwrap_or(0.0);
         if let Some(m) = memory.as_deref_mut() {
-            l += m.start(index, at);
+            l += m.start(index, d, at);
         }
         task.waiting = None;
         task.now = task.now.max(at);
@@ -851,7 +866,7 @@ mod tests {
             burst_s: 0.0,
             memory: Some(ModelMemory {
                 bytes: vec![4, 4, 2],
-                load_s: vec![0.005, 0.005, 0.005],
+                load_s: vec![vec![0.005]; 3],
                 budget_bytes: 6,
             }),
             ..SimOptions::default()
@@ -888,13 +903,14 @@ mod tests {
         assert_eq!((c[2].loads, c[2].reloads, c[2].evictions), (1, 0, 0));
         // The load is charged like inference.
         assert!((c[0].busy_s - 0.030).abs() < 1e-12, "{:?}", c[0]);
-        // A task that stops unloads its model: its next start loads again, not a reload.
+        // A task whose app stops unloads its model: its next start loads again, not a
+        // reload; a paused task keeps it.
         let mut sim = Simulator::with_options(
             vec![vec![0.010]],
             SimOptions {
                 memory: Some(ModelMemory {
                     bytes: vec![1],
-                    load_s: vec![0.005],
+                    load_s: vec![vec![0.005]],
                     budget_bytes: 10,
                 }),
                 ..SimOptions::default()
@@ -906,9 +922,50 @@ mod tests {
         sim.set_plan(0.2, &[Assignment::PAUSED]);
         sim.set_plan(0.3, &[RUN(0, 1.0)]);
         sim.frame(0.3, 0, 2);
+        sim.set_plan(0.4, &[Assignment::PAUSED]);
+        sim.unload(0.4, 0);
+        sim.set_plan(0.5, &[RUN(0, 1.0)]);
+        sim.frame(0.5, 0, 3);
         sim.finish();
         let c = sim.counters(0).unwrap();
-        assert_eq!((c.loads, c.reloads, c.evictions, c.processed), (2, 0, 0, 3));
+        assert_eq!((c.loads, c.reloads, c.evictions, c.processed), (2, 0, 0, 4));
+    }
+
+    #[test]
+    fn a_load_costs_what_its_descendant_costs_and_no_budget_means_no_eviction() {
+        // NestDNN's load of a multi-capacity model: the cost depends on the descendant the
+        // load builds; with an unlimited budget nothing is evicted.
+        let mut sim = Simulator::with_options(
+            vec![vec![0.010, 0.020], vec![0.010]],
+            SimOptions {
+                burst_s: 0.0,
+                memory: Some(ModelMemory {
+                    bytes: Vec::new(),
+                    load_s: vec![vec![0.003, 0.007]],
+                    budget_bytes: u64::MAX,
+                }),
+                ..SimOptions::default()
+            },
+        );
+        sim.set_plan(0.0, &[RUN(1, 1.0), RUN(0, 1.0)]);
+        let mut ev = sim.frame(0.0, 0, 0);
+        ev.extend(sim.frame(0.0, 1, 1));
+        ev.extend(sim.frame(0.1, 0, 2));
+        ev.extend(sim.unload(0.2, 0));
+        ev.extend(sim.set_plan(0.2, &[RUN(0, 1.0), RUN(0, 1.0)]));
+        ev.extend(sim.frame(0.3, 0, 3));
+        ev.extend(sim.finish());
+        let p = processed(&ev);
+        let dur = |f: u64| p.iter().find(|x| x.0 == f).map(|x| x.3 - x.2).unwrap();
+        // Descendant 1 loads for 7 ms; task 1 (no entry) loads for free; after the unload,
+        // descendant 0 loads for 3 ms.
+        for (f, want) in [(0, 0.027), (1, 0.010), (2, 0.020), (3, 0.013)] {
+            assert!((dur(f) - want).abs() < 1e-12, "frame {f}: {p:?}");
+        }
+        let c0 = sim.counters(0).unwrap();
+        let c1 = sim.counters(1).unwrap();
+        assert_eq!((c0.loads, c0.reloads, c0.evictions), (2, 0, 0));
+        assert_eq!((c1.loads, c1.reloads, c1.evictions), (1, 0, 0));
     }
 
     #[test]

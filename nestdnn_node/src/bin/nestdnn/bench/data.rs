@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use nestdnn::bag::{BagMessage, BagReader};
-use nestdnn::model::{DescendantPlan, MultiCapacityModel};
+use nestdnn::model::{DescendantPlan, ModelSlot, MultiCapacityModel};
 use nestdnn::node::frames::top1;
 use nestdnn::preprocess::{Preprocessor, RawImage, Roi};
 use nestdnn::runtime::thread_cpu_time;
@@ -222,6 +222,11 @@ pub struct Offline {
     /// The status quo's models (index = status-quo level; 0 = the vanilla model), the same
     /// figures.
     pub status_quo: Vec<OfflineModel>,
+    /// Per descendant, thread CPU seconds of NestDNN's load when the app starts on it (the
+    /// model folder read and hash-checked, a slot made under
+    /// [`super::workload::SWITCH_POLICY`], the descendant's plan built: what the tenant's
+    /// first frame pays), median of three; 0 where no CPU clock is available.
+    pub load_cpu_s: Vec<f64>,
 }
 
 /// One model over every frame.
@@ -278,6 +283,25 @@ pub(crate) fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineM
     })
 }
 
+/// Thread CPU seconds of NestDNN's load of `model` starting on descendant `d`, as
+/// [`super::tenant::Tenant`] pays it on an app's first frame (median of three; 0 without a
+/// CPU clock).
+fn nested_load_cpu_s(model: &MultiCapacityModel, d: usize) -> Result<f64, BenchError> {
+    let mut t = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let c0 = thread_cpu_time();
+        let m = MultiCapacityModel::load(model.dir())?;
+        let slot = ModelSlot::new(Arc::new(m), super::workload::SWITCH_POLICY, d)?;
+        let c1 = thread_cpu_time();
+        drop(slot);
+        if let (Some(a), Some(b)) = (c0, c1) {
+            t.push(b.saturating_sub(a).as_secs_f64());
+        }
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t.get(t.len() / 2).copied().unwrap_or(0.0))
+}
+
 /// Runs every descendant of `model`, and its status-quo models (the vanilla model, then its
 /// standalone smaller ones), over `frames` (real tract inference, one thread).
 ///
@@ -291,6 +315,7 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
         cpu_s: Vec::new(),
         plan_bytes: Vec::new(),
         status_quo: Vec::new(),
+        load_cpu_s: Vec::new(),
     };
     for d in 0..model.num_descendants() {
         let m = pass(&model.build_plan(d)?, frames)?;
@@ -298,6 +323,7 @@ pub fn offline_pass(model: &MultiCapacityModel, frames: &AppFrames) -> Result<Of
         out.accuracy.push(m.accuracy);
         out.cpu_s.push(m.cpu_s);
         out.correct.push(m.correct);
+        out.load_cpu_s.push(nested_load_cpu_s(model, d)?);
     }
     for level in 0..model.num_status_quo() {
         let mut m = pass(&model.build_status_quo_plan(level)?, frames)?;

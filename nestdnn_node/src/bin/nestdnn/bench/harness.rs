@@ -20,7 +20,8 @@ use nestdnn::scheduler::{Budget, Ladder, Objective, Plan, Planner, TaskStatus};
 use super::data::AppFrames;
 use super::tenant::{status_quo_model, water_fill, Loads, Residency, Tenant};
 use super::workload::{
-    planner, RunSchedule, Setting, APPS, CAMERA_HZ, MONITOR_PERIOD_S, N_APPS, TARGET_FPS,
+    planner, RunSchedule, Setting, APPS, CALIBRATION_PERIOD_S, CAMERA_HZ, MONITOR_PERIOD_S, N_APPS,
+    TARGET_FPS,
 };
 use super::BenchError;
 
@@ -433,7 +434,7 @@ fn run_system(
         tick: 0,
         last_t: 0.0,
         next_monitor: MONITOR_PERIOD_S,
-        next_calibration: 5.0,
+        next_calibration: CALIBRATION_PERIOD_S,
     };
     let t0 = Instant::now();
     let result = live.play(t0, spawn_load);
@@ -699,7 +700,7 @@ impl Live<'_> {
                 self.monitor_tick(t, now)?;
             }
             if t >= self.next_calibration {
-                self.next_calibration += 5.0;
+                self.next_calibration += CALIBRATION_PERIOD_S;
                 self.calibrate(now)?;
             }
             self.reviews(now)?;

@@ -15,7 +15,9 @@ use super::data::{Offline, OfflineModel};
 use super::harness::{BudgetSample, System};
 use super::tenant::clamp_level;
 use super::tenant::water_fill;
-use super::workload::{planner, RunSchedule, APPS, CAMERA_HZ, N_APPS, TARGET_FPS};
+use super::workload::{
+    planner, RunSchedule, APPS, CALIBRATION_PERIOD_S, CAMERA_HZ, N_APPS, TARGET_FPS,
+};
 use super::BenchError;
 
 /// One system's figures in one simulated run.
@@ -29,7 +31,8 @@ pub struct SimRun {
     pub correct: u64,
     /// Seconds simulated.
     pub run_s: f64,
-    /// Model loads (the status quo's; NestDNN's are not simulated).
+    /// Model loads (the status quo's at app starts and after evictions; NestDNN's at app
+    /// starts).
     pub loads: u64,
     /// Of those, loads after an eviction.
     pub reloads: u64,
@@ -81,26 +84,53 @@ fn work_conserving(
         .collect()
 }
 
-/// Simulates `system` on `schedule` with the monitor readings `budget` of a real run.
-/// `latency_s[app][d]`: CPU-seconds one frame takes (the sim's latency at one core);
-/// `status_quo_latency_s[app][level]`: the same for the status quo's models;
-/// `ladders`: the planner's ladders; `offline[app].correct[d][frame]` (status quo:
-/// `offline[app].status_quo[level].correct[frame]`): accuracy. The status quo's model loads
-/// are simulated ([`SimOptions::memory`]: each app's model loaded on its first frame after a
-/// start, LRU eviction over the schedule's memory budget, each load costing the offline
-/// pass's `load_cpu_s`); NestDNN's loads at app starts and its switch builds are not.
+/// What a simulated run needs besides the system and the schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct SimInputs<'a> {
+    /// The monitor readings of the real run.
+    pub budget: &'a [BudgetSample],
+    /// `latency_s[app][d]`: CPU-seconds one frame of descendant `d` took (the simulator's
+    /// latency at one core).
+    pub latency_s: &'a [Vec<f64>],
+    /// `status_quo_latency_s[app][level]`: the same for the status quo's models.
+    pub status_quo_latency_s: &'a [Vec<f64>],
+    /// The ladders NestDNN's planner starts from (profiled, as the real run's planners).
+    pub start_ladders: &'a [Ladder],
+    /// The ladders it learns at each calibration (every [`CALIBRATION_PERIOD_S`], as the
+    /// real run's planners learn from their runtimes): the start ladders calibrated with
+    /// `latency_s`.
+    pub ladders: &'a [Ladder],
+    /// `offline[app].correct[d][frame]` (status quo: `offline[app].status_quo[level]
+    /// .correct[frame]`): accuracy; and the models' load costs.
+    pub offline: &'a [Offline],
+}
+
+/// Simulates `system` on `schedule` with `inputs` (see [`SimInputs`]). NestDNN's planner
+/// starts from the start ladders and learns the calibrated ones every
+/// [`CALIBRATION_PERIOD_S`], as in the real run. Model loads are simulated
+/// ([`SimOptions::memory`]): the status quo's model is loaded on its app's first frame after
+/// a start and after an eviction (LRU over the schedule's memory budget), each load costing
+/// the offline pass's `status_quo[level].load_cpu_s`; NestDNN's multi-capacity model is
+/// loaded on its app's first frame after a start, costing the offline pass's
+/// `load_cpu_s[descendant]` (no eviction: its planner keeps the slots within the budget). Its
+/// switch builds are not simulated (they run on a background thread, outside the app's
+/// share, and the previous descendant serves meanwhile).
 ///
 /// # Errors
 /// [`BenchError::Scheduler`] when the planner refuses an input.
 pub fn simulate_run(
     system: System,
     schedule: &RunSchedule,
-    budget: &[BudgetSample],
-    latency_s: &[Vec<f64>],
-    status_quo_latency_s: &[Vec<f64>],
-    ladders: &[Ladder],
-    offline: &[Offline],
+    inputs: &SimInputs<'_>,
 ) -> Result<SimRun, BenchError> {
+    let SimInputs {
+        budget,
+        latency_s,
+        status_quo_latency_s,
+        start_ladders,
+        ladders,
+        offline,
+    } = *inputs;
     // The status quo runs one model per app: a one-rung simulator ladder.
     let (latency_s, sq_level) = match system {
         System::StatusQuo { level } => (
@@ -118,28 +148,35 @@ pub fn simulate_run(
         ),
         System::Nestdnn { .. } => (latency_s.to_vec(), None),
     };
-    let memory = sq_level.map(|level| {
-        let models: Vec<Option<&OfflineModel>> = offline
-            .iter()
-            .map(|o| o.status_quo.get(clamp_level(level, o.status_quo.len())))
-            .collect();
-        ModelMemory {
-            bytes: models
+    let memory = match sq_level {
+        Some(level) => {
+            let models: Vec<Option<&OfflineModel>> = offline
                 .iter()
-                .map(|m| m.map_or(0, |m| m.plan_bytes))
-                .collect(),
-            load_s: models
-                .iter()
-                .map(|m| m.map_or(0.0, |m| m.load_cpu_s))
-                .collect(),
-            budget_bytes: schedule.memory_bytes,
+                .map(|o| o.status_quo.get(clamp_level(level, o.status_quo.len())))
+                .collect();
+            ModelMemory {
+                bytes: models
+                    .iter()
+                    .map(|m| m.map_or(0, |m| m.plan_bytes))
+                    .collect(),
+                load_s: models
+                    .iter()
+                    .map(|m| vec![m.map_or(0.0, |m| m.load_cpu_s)])
+                    .collect(),
+                budget_bytes: schedule.memory_bytes,
+            }
         }
-    });
+        None => ModelMemory {
+            bytes: Vec::new(),
+            load_s: offline.iter().map(|o| o.load_cpu_s.clone()).collect(),
+            budget_bytes: u64::MAX,
+        },
+    };
     let mut sim = Simulator::with_options(
         latency_s.clone(),
         SimOptions {
             target_fps: vec![TARGET_FPS; APPS.len()],
-            memory,
+            memory: Some(memory),
             ..SimOptions::default()
         },
     );
@@ -151,7 +188,7 @@ pub fn simulate_run(
             objective,
             alpha,
             Budget::new(schedule.compute_cores, schedule.memory_bytes),
-            ladders.iter().zip(APPS).map(|(l, name)| (name, l)),
+            start_ladders.iter().zip(APPS).map(|(l, name)| (name, l)),
             epoch,
         )?),
     };
@@ -194,6 +231,7 @@ pub fn simulate_run(
     let mut next_budget = 0usize;
     let period = 1.0 / CAMERA_HZ;
     let mut tick = 0usize;
+    let mut next_calibration = CALIBRATION_PERIOD_S;
     loop {
         let t = tick as f64 * period;
         if t >= schedule.run_s {
@@ -217,6 +255,13 @@ pub fn simulate_run(
                     }
                 }
             }
+            for (i, (&was, &now)) in running.iter().zip(&want).enumerate() {
+                if was && !now {
+                    // The app stopped: its model is unloaded (both systems drop it).
+                    let evs = sim.unload(t, i);
+                    count(evs, &mut out);
+                }
+            }
             running = want;
             if sq_level.is_some() {
                 plan = Some(work_conserving(&running, &latency_s, device));
@@ -236,6 +281,16 @@ pub fn simulate_run(
                     plan = Some(work_conserving(&running, &latency_s, device));
                 }
                 (None, _) => {}
+            }
+        }
+        if t >= next_calibration {
+            next_calibration += CALIBRATION_PERIOD_S;
+            if let Some(p) = planner.as_mut() {
+                for (name, l) in APPS.iter().zip(ladders) {
+                    if let Some(r) = p.update_profile(name, l.clone(), at(t))? {
+                        plan = Some(Assignment::from_plan(&r));
+                    }
+                }
             }
         }
         if let Some(p) = planner.as_mut() {
@@ -272,6 +327,44 @@ pub fn simulate_run(
         }
     }
     Ok(out)
+}
+
+/// What NestDNN's planners lose before their first calibration: every NestDNN system-run
+/// simulated twice, as run (planners start from the profiled ladders and learn the in-run
+/// costs every [`CALIBRATION_PERIOD_S`]) and with the in-run costs known from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CalibrationLag {
+    /// System-runs simulated twice.
+    pub system_runs: usize,
+    /// Mean over them of (frames/s with the costs known) / (frames/s as run) - 1.
+    pub fps_gain_mean: f64,
+    /// Mean over them of the top-1 change, points (known - as run).
+    pub accuracy_change_pt_mean: f64,
+    /// The calibration period of the runs, seconds.
+    pub calibration_period_s: f64,
+}
+
+/// Summarises `(as run, costs known from the start)` simulations of the same system-runs;
+/// runs with no frames processed in either are left out.
+pub fn calibration_lag(pairs: &[(SimRun, SimRun)]) -> CalibrationLag {
+    let used: Vec<_> = pairs
+        .iter()
+        .filter(|(a, b)| a.processed > 0 && b.processed > 0)
+        .collect();
+    let n = used.len();
+    let mean = |f: &dyn Fn(&SimRun, &SimRun) -> f64| {
+        if n == 0 {
+            f64::NAN
+        } else {
+            used.iter().map(|(a, b)| f(a, b)).sum::<f64>() / n as f64
+        }
+    };
+    CalibrationLag {
+        system_runs: n,
+        fps_gain_mean: mean(&|a, b| b.fps() / a.fps() - 1.0),
+        accuracy_change_pt_mean: mean(&|a, b| (b.accuracy() - a.accuracy()) * 100.0),
+        calibration_period_s: CALIBRATION_PERIOD_S,
+    }
 }
 
 /// Simulation against real runs.
@@ -348,6 +441,7 @@ mod tests {
             accuracy: vec![],
             cpu_s: vec![],
             plan_bytes: vec![],
+            load_cpu_s: vec![],
             // Status-quo level 0 is right on every frame, level 1 on 1 frame in 7.
             status_quo: (0..2)
                 .map(|l| OfflineModel {
@@ -379,31 +473,54 @@ mod tests {
             script_background_cores: 0.0,
         }];
         let sq_lat: Vec<Vec<f64>> = APPS.iter().map(|_| vec![0.0014, 0.0002]).collect();
+        let inputs = SimInputs {
+            budget: &budget,
+            latency_s: &lat,
+            status_quo_latency_s: &sq_lat,
+            start_ladders: &ladders,
+            ladders: &ladders,
+            offline: &off,
+        };
         let top = System::StatusQuo { level: 0 };
-        let a = simulate_run(top, &sched, &budget, &lat, &sq_lat, &ladders, &off).unwrap();
-        let b = simulate_run(top, &sched, &budget, &lat, &sq_lat, &ladders, &off).unwrap();
+        let a = simulate_run(top, &sched, &inputs).unwrap();
+        let b = simulate_run(top, &sched, &inputs).unwrap();
         assert_eq!(a, b);
         // Ample cores: every offered frame runs (paced to 30 fps = the camera), level 0 is
         // right on every frame.
         assert!(a.processed as f64 >= 0.98 * a.offered as f64, "{a:?}");
         assert_eq!(a.correct, a.processed);
-        let low = simulate_run(
-            System::StatusQuo { level: 1 },
-            &sched,
-            &budget,
-            &lat,
-            &sq_lat,
-            &ladders,
-            &off,
-        )
-        .unwrap();
+        let low = simulate_run(System::StatusQuo { level: 1 }, &sched, &inputs).unwrap();
         assert!((low.accuracy() - 1.0 / 7.0).abs() < 0.02, "{low:?}");
         let nd = System::Nestdnn {
             objective: nestdnn::scheduler::Objective::MinTotalCost,
             alpha: 0.1,
         };
-        let n = simulate_run(nd, &sched, &budget, &lat, &sq_lat, &ladders, &off).unwrap();
+        let n = simulate_run(nd, &sched, &inputs).unwrap();
         assert!(n.accuracy() > 0.95 && n.processed > 0, "{n:?}");
+    }
+
+    #[test]
+    fn calibration_lag_averages_over_runs_with_frames() {
+        let run = |processed, correct| SimRun {
+            offered: 100,
+            processed,
+            correct,
+            run_s: 10.0,
+            loads: 0,
+            reloads: 0,
+        };
+        let lag = calibration_lag(&[
+            (run(40, 20), run(50, 20)),
+            (run(50, 40), run(60, 45)),
+            (run(0, 0), run(10, 10)),
+        ]);
+        assert_eq!(lag.system_runs, 2);
+        assert!(
+            (lag.fps_gain_mean - (0.25 + 0.2) / 2.0).abs() < 1e-12,
+            "{lag:?}"
+        );
+        assert!((lag.accuracy_change_pt_mean - (-10.0 - 5.0) / 2.0).abs() < 1e-9);
+        assert!(calibration_lag(&[]).fps_gain_mean.is_nan());
     }
 
     #[test]

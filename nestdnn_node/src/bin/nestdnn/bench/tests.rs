@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::data::{load_frames, offline_pass, Offline};
 use super::harness::{run_real, App, System};
-use super::simulate::simulate_run;
+use super::simulate::{simulate_run, SimInputs};
 use super::workload::{AppEvent, LoadSpell, RunSchedule, APPS};
 use nestdnn::model::{models_dir, MultiCapacityModel};
 use nestdnn::scheduler::{Ladder, Objective, Rung};
@@ -191,7 +191,15 @@ fn a_short_real_run_accounts_for_every_frame_and_the_simulation_replays_it() {
 
     let (lat, sq_lat, ladders) = sim_inputs(&apps, &offline);
     for &system in &systems {
-        let run = |s| simulate_run(s, &sched, &out.budget, &lat, &sq_lat, &ladders, &offline);
+        let inputs = SimInputs {
+            budget: &out.budget,
+            latency_s: &lat,
+            status_quo_latency_s: &sq_lat,
+            start_ladders: &ladders,
+            ladders: &ladders,
+            offline: &offline,
+        };
+        let run = |s| simulate_run(s, &sched, &inputs);
         let a = run(system).unwrap();
         let b = run(system).unwrap();
         assert_eq!(a, b);
@@ -256,16 +264,15 @@ fn the_status_quo_evicts_the_least_recently_used_model_and_pays_for_reloads() {
     // The simulation replays the evictions and pays the loads.
     let (lat, sq_lat, ladders) = sim_inputs(&apps, &offline);
     assert!(offline[0].status_quo[0].load_cpu_s > 0.0);
-    let sim = simulate_run(
-        System::StatusQuo { level: 0 },
-        &sched,
-        &out.budget,
-        &lat,
-        &sq_lat,
-        &ladders,
-        &offline,
-    )
-    .unwrap();
+    let inputs = SimInputs {
+        budget: &out.budget,
+        latency_s: &lat,
+        status_quo_latency_s: &sq_lat,
+        start_ladders: &ladders,
+        ladders: &ladders,
+        offline: &offline,
+    };
+    let sim = simulate_run(System::StatusQuo { level: 0 }, &sched, &inputs).unwrap();
     eprintln!(
         "real: {} processed, {} reloads; sim: {} processed, {} reloads",
         sq.processed, sq.loads.reloads, sim.processed, sim.reloads

@@ -159,6 +159,10 @@ pub const BACKGROUND_LOADED_S: (f64, f64) = (4.0, 12.0);
 /// Period of the resource monitor's samples, seconds.
 pub const MONITOR_PERIOD_S: f64 = 0.5;
 
+/// Period of NestDNN's calibration, seconds: every period each planner learns what frames
+/// cost in its runtime (the first at this time after the run starts).
+pub const CALIBRATION_PERIOD_S: f64 = 5.0;
+
 /// Share quantum of the planner, cores (the smallest the scheduler allows).
 pub const SHARE_STEP: f64 = 0.005;
 
