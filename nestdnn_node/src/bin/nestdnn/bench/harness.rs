@@ -208,8 +208,12 @@ pub struct SystemRun {
     /// Per app.
     pub apps: Vec<AppRun>,
     /// Per app and descendant, the thread CPU seconds one frame took at the end of the run
-    /// (the runtime's weighted mean; `None`: never served).
+    /// (the runtime's weighted mean, which the planners calibrate with: it holds the model
+    /// loads that some frames pay first; `None`: never served).
     pub cpu_per_frame_s: Vec<Vec<Option<f64>>>,
+    /// Per app and descendant (the status quo: its one model), the mean thread CPU seconds
+    /// of inference alone per frame over the run (loads left out; `None`: never served).
+    pub inference_cpu_per_frame_s: Vec<Vec<Option<f64>>>,
     /// Capacity over time (every monitor period).
     pub timeline: Vec<TimelinePoint>,
 }
@@ -613,6 +617,11 @@ impl Sys {
     fn finish(self, run_s: f64, offered: &[u64]) -> SystemRun {
         let n = offered.len();
         let cpf = (0..n).map(|i| self.rt.cpu_per_frame(i)).collect();
+        let inference = self
+            .slots
+            .iter()
+            .map(|t| t.inference_cpu_per_frame())
+            .collect();
         let loads = self.loads();
         let counters = self.rt.shutdown(false);
         let acc = std::mem::take(&mut *self.acc.lock());
@@ -646,6 +655,7 @@ impl Sys {
                 })
                 .collect(),
             cpu_per_frame_s: cpf,
+            inference_cpu_per_frame_s: inference,
             timeline: self.timeline,
         }
     }

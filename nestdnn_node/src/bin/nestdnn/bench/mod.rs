@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use data::{load_frames, offline_pass, Offline};
-use harness::{run_real, sweep, App, RunOutcome, System};
+use harness::{run_real, sweep, App, RunOutcome, System, SystemRun};
 use nestdnn::model::{models_dir, MultiCapacityModel};
 use nestdnn::profile::{load_or_profile, ProfileCache, ProfileOptions};
 use nestdnn::scheduler::{Ladder, Rung};
@@ -314,11 +314,15 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     let mut pairs = Vec::new();
     let mut lag = Vec::new();
     for out in &runs {
-        let latency = observed_latencies(&apps, &offline_runs, out);
+        // Frames cost their inference alone (the simulator charges the loads itself); the
+        // planners learn the runtime's measure, which holds the loads, as in the real run.
+        let latency =
+            observed_latencies(&apps, &offline_runs, out, |s| &s.inference_cpu_per_frame_s);
+        let learned = observed_latencies(&apps, &offline_runs, out, |s| &s.cpu_per_frame_s);
         let sq_latency = status_quo_latencies(&offline_runs, out);
         let ladders: Vec<Ladder> = apps
             .iter()
-            .zip(&latency)
+            .zip(&learned)
             .map(|(a, l)| {
                 a.ladder
                     .calibrated(&l.iter().map(|&x| Some(x)).collect::<Vec<_>>())
@@ -466,10 +470,15 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Per app and descendant, the CPU seconds one frame took in run `out` (mean over the systems
-/// that served it); descendants no system served: the offline hot-loop figure scaled by the
-/// app's median observed/offline ratio.
-fn observed_latencies(apps: &[App], offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> {
+/// Per app and descendant, the CPU seconds one frame took in run `out` by the measure `pick`
+/// selects (mean over the NestDNN systems that served it); descendants no system served: the
+/// offline hot-loop figure scaled by the app's median observed/offline ratio.
+fn observed_latencies(
+    apps: &[App],
+    offline: &[Offline],
+    out: &RunOutcome,
+    pick: fn(&SystemRun) -> &Vec<Vec<Option<f64>>>,
+) -> Vec<Vec<f64>> {
     apps.iter()
         .enumerate()
         .map(|(i, a)| {
@@ -481,7 +490,7 @@ fn observed_latencies(apps: &[App], offline: &[Offline], out: &RunOutcome) -> Ve
                     .systems
                     .iter()
                     .filter(|s| !matches!(s.system, System::StatusQuo { .. }))
-                    .filter_map(|s| s.cpu_per_frame_s.get(i)?.get(d).copied().flatten())
+                    .filter_map(|s| pick(s).get(i)?.get(d).copied().flatten())
                     .filter(|x| x.is_finite() && *x > 0.0)
                     .collect();
                 if !v.is_empty() {
@@ -507,9 +516,9 @@ fn observed_latencies(apps: &[App], offline: &[Offline], out: &RunOutcome) -> Ve
         .collect()
 }
 
-/// Per app and status-quo model, the CPU seconds one frame took in run `out` (mean over the
-/// status-quo systems that ran it, loads included as the runtime charged them); the offline
-/// hot-loop figure where none did.
+/// Per app and status-quo model, the CPU seconds of one frame's inference in run `out`
+/// (mean over the status-quo systems that ran it; loads left out: the simulator charges
+/// them); the offline hot-loop figure where none did.
 fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> {
     offline
         .iter()
@@ -530,7 +539,13 @@ fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> 
                             }
                             System::Nestdnn { .. } => false,
                         })
-                        .filter_map(|s| s.cpu_per_frame_s.get(i)?.first().copied().flatten())
+                        .filter_map(|s| {
+                            s.inference_cpu_per_frame_s
+                                .get(i)?
+                                .first()
+                                .copied()
+                                .flatten()
+                        })
                         .filter(|x| x.is_finite() && *x > 0.0)
                         .collect();
                     if v.is_empty() {

@@ -227,6 +227,9 @@ pub struct Tenant {
     model: Arc<MultiCapacityModel>,
     labels: Arc<Vec<usize>>,
     kind: Kind,
+    /// Per descendant (the status quo: its one model), thread CPU seconds of inference alone
+    /// summed over the frames it served, and their count (loads left out).
+    inference: Mutex<Vec<(f64, u64)>>,
 }
 
 /// A worker thread's state: the tract state of the plan it runs and the plan's generation.
@@ -249,6 +252,7 @@ impl Tenant {
             app,
             model,
             labels,
+            inference: Mutex::new(Vec::new()),
             kind: Kind::Nested {
                 slot: RwLock::new(None),
                 target: AtomicUsize::new(initial),
@@ -273,6 +277,7 @@ impl Tenant {
             app,
             model,
             labels,
+            inference: Mutex::new(Vec::new()),
             kind: Kind::Fixed {
                 residency,
                 level: model_level,
@@ -305,6 +310,30 @@ impl Tenant {
         match &self.kind {
             Kind::Nested { loads, .. } => Some(*loads.lock()),
             Kind::Fixed { .. } => None,
+        }
+    }
+
+    /// Per descendant (the status quo: its one model), the mean thread CPU seconds of
+    /// inference alone per frame over the frames it served (`None`: none). Unlike the
+    /// runtime's [`nestdnn::runtime::Runtime::cpu_per_frame`], which times the whole frame,
+    /// this leaves out the model loads that some frames pay first.
+    pub fn inference_cpu_per_frame(&self) -> Vec<Option<f64>> {
+        self.inference
+            .lock()
+            .iter()
+            .map(|&(sum, n)| (n > 0).then(|| sum / n as f64))
+            .collect()
+    }
+
+    /// Adds one frame's inference on model `index`, `cpu_s` thread CPU seconds.
+    fn record_inference(&self, index: usize, cpu_s: f64) {
+        let mut inf = self.inference.lock();
+        if index < 65_536 {
+            if inf.len() <= index {
+                inf.resize(index + 1, (0.0, 0));
+            }
+            inf[index].0 += cpu_s;
+            inf[index].1 += 1;
         }
     }
 
@@ -343,7 +372,9 @@ impl Tenant {
             if epoch.load(Ordering::Acquire) != started {
                 // The app stopped while it loaded: drop the model, serve this frame with it.
                 drop(w);
-                let (descendant, logits) = s.run(&mut state.plan, input)?;
+                let (r, cpu, _) = measured(|| s.run(&mut state.plan, input));
+                let (descendant, logits) = r?;
+                self.record_inference(descendant, cpu);
                 state.plan = None;
                 return Ok(Served {
                     descendant,
@@ -362,7 +393,9 @@ impl Tenant {
         let s = r.as_ref().ok_or_else(|| ModelError::Graph {
             what: "the model was unloaded while a frame ran".into(),
         })?;
-        let (descendant, logits) = s.run(&mut state.plan, input)?;
+        let (r, cpu, _) = measured(|| s.run(&mut state.plan, input));
+        let (descendant, logits) = r?;
+        self.record_inference(descendant, cpu);
         Ok(Served {
             descendant,
             output: self.verdict(frame, &logits),
@@ -394,7 +427,9 @@ impl Tenant {
         let st = state.plan.as_mut().ok_or_else(|| ModelError::Graph {
             what: "no plan state".into(),
         })?;
-        let logits = st.run(input)?;
+        let (logits, cpu, _) = measured(|| st.run(input));
+        let logits = logits?;
+        self.record_inference(0, cpu);
         Ok(Served {
             descendant: 0,
             output: self.verdict(frame, &logits),
