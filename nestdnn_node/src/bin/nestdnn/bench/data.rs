@@ -283,23 +283,38 @@ pub(crate) fn pass(plan: &DescendantPlan, frames: &AppFrames) -> Result<OfflineM
     })
 }
 
-/// Thread CPU seconds of NestDNN's load of `model` starting on descendant `d`, as
-/// [`super::tenant::Tenant`] pays it on an app's first frame (median of three; 0 without a
-/// CPU clock).
-fn nested_load_cpu_s(model: &MultiCapacityModel, d: usize) -> Result<f64, BenchError> {
-    let mut t = Vec::with_capacity(3);
-    for _ in 0..3 {
+/// The median thread CPU seconds of `runs` calls of `f` (what `f` returns is dropped outside
+/// the timing); `None` without a CPU clock.
+///
+/// # Errors
+/// The first error of `f`.
+pub(crate) fn median_thread_cpu_s<T, E>(
+    runs: usize,
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<Option<f64>, E> {
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
         let c0 = thread_cpu_time();
-        let m = MultiCapacityModel::load(model.dir())?;
-        let slot = ModelSlot::new(Arc::new(m), super::workload::SWITCH_POLICY, d)?;
+        let v = f()?;
         let c1 = thread_cpu_time();
-        drop(slot);
+        drop(v);
         if let (Some(a), Some(b)) = (c0, c1) {
             t.push(b.saturating_sub(a).as_secs_f64());
         }
     }
     t.sort_by(f64::total_cmp);
-    Ok(t.get(t.len() / 2).copied().unwrap_or(0.0))
+    Ok(t.get(t.len() / 2).copied())
+}
+
+/// Thread CPU seconds of NestDNN's load of `model` starting on descendant `d`, as
+/// [`super::tenant::Tenant`] pays it on an app's first frame (median of three; 0 without a
+/// CPU clock).
+fn nested_load_cpu_s(model: &MultiCapacityModel, d: usize) -> Result<f64, BenchError> {
+    let load = median_thread_cpu_s(3, || {
+        let m = MultiCapacityModel::load(model.dir())?;
+        ModelSlot::new(Arc::new(m), super::workload::SWITCH_POLICY, d)
+    })?;
+    Ok(load.unwrap_or(0.0))
 }
 
 /// Runs every descendant of `model`, and its status-quo models (the vanilla model, then its

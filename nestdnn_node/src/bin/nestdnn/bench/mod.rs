@@ -313,6 +313,7 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
     eprintln!("bench: simulating the same runs");
     let mut pairs = Vec::new();
     let mut lag = Vec::new();
+    let start_ladders: Vec<Ladder> = apps.iter().map(|a| a.ladder.clone()).collect();
     for out in &runs {
         // Frames cost their inference alone (the simulator charges the loads itself); the
         // planners learn the runtime's measure, which holds the loads, as in the real run.
@@ -328,7 +329,6 @@ fn multitenant(m: Multitenant) -> anyhow::Result<()> {
                     .calibrated(&l.iter().map(|&x| Some(x)).collect::<Vec<_>>())
             })
             .collect();
-        let start_ladders: Vec<Ladder> = apps.iter().map(|a| a.ladder.clone()).collect();
         let inputs = SimInputs {
             budget: &out.budget,
             latency_s: &latency,
@@ -565,7 +565,6 @@ fn status_quo_latencies(offline: &[Offline], out: &RunOutcome) -> Vec<Vec<f64>> 
 /// decodes the master file before slicing, as the benchmark's slots do.
 fn switch_build_s(model: &MultiCapacityModel) -> Result<Vec<Option<f64>>, BenchError> {
     use nestdnn::model::SwitchPolicy;
-    use nestdnn::runtime::thread_cpu_time;
     let lean;
     let m = if workload::SWITCH_POLICY == SwitchPolicy::OneCopy {
         lean = MultiCapacityModel::load(model.dir())?.without_master();
@@ -574,19 +573,6 @@ fn switch_build_s(model: &MultiCapacityModel) -> Result<Vec<Option<f64>>, BenchE
         model
     };
     (0..m.num_descendants())
-        .map(|d| {
-            let mut t = Vec::with_capacity(3);
-            for _ in 0..3 {
-                let c0 = thread_cpu_time();
-                let plan = m.build_plan(d)?;
-                let c1 = thread_cpu_time();
-                drop(plan);
-                if let (Some(a), Some(b)) = (c0, c1) {
-                    t.push(b.saturating_sub(a).as_secs_f64());
-                }
-            }
-            t.sort_by(f64::total_cmp);
-            Ok(t.get(t.len() / 2).copied())
-        })
+        .map(|d| Ok(data::median_thread_cpu_s(3, || m.build_plan(d))?))
         .collect()
 }
