@@ -228,7 +228,8 @@ pub struct Tenant {
     labels: Arc<Vec<usize>>,
     kind: Kind,
     /// Per descendant (the status quo: its one model), thread CPU seconds of inference alone
-    /// summed over the frames it served, and their count (loads left out).
+    /// summed over the frames it served, and their count (loads left out); sized at
+    /// construction.
     inference: Mutex<Vec<(f64, u64)>>,
 }
 
@@ -248,11 +249,12 @@ impl Tenant {
         labels: Arc<Vec<usize>>,
         initial: usize,
     ) -> Self {
+        let inference = Mutex::new(vec![(0.0, 0); model.num_descendants()]);
         Tenant {
             app,
             model,
             labels,
-            inference: Mutex::new(Vec::new()),
+            inference,
             kind: Kind::Nested {
                 slot: RwLock::new(None),
                 target: AtomicUsize::new(initial),
@@ -277,7 +279,7 @@ impl Tenant {
             app,
             model,
             labels,
-            inference: Mutex::new(Vec::new()),
+            inference: Mutex::new(vec![(0.0, 0)]),
             kind: Kind::Fixed {
                 residency,
                 level: model_level,
@@ -327,13 +329,9 @@ impl Tenant {
 
     /// Adds one frame's inference on model `index`, `cpu_s` thread CPU seconds.
     fn record_inference(&self, index: usize, cpu_s: f64) {
-        let mut inf = self.inference.lock();
-        if index < 65_536 {
-            if inf.len() <= index {
-                inf.resize(index + 1, (0.0, 0));
-            }
-            inf[index].0 += cpu_s;
-            inf[index].1 += 1;
+        if let Some((sum, n)) = self.inference.lock().get_mut(index) {
+            *sum += cpu_s;
+            *n += 1;
         }
     }
 
